@@ -13,14 +13,17 @@ comment on schema api is 'The RPC surface exposed through PostgREST (/rest/v1/rp
 revoke all on schema app from public;
 grant usage on schema api to anon, authenticated, service_role;
 
-alter default privileges in schema app revoke execute on functions from public;
-alter default privileges in schema api revoke execute on functions from public;
-alter default privileges in schema app revoke all on tables from public;
+-- Functions are not executable by PUBLIC unless granted (Basejump's setup). This
+-- must be the global default: per-schema defaults can only add privileges.
+alter default privileges revoke execute on functions from public;
 
 -- Errors --------------------------------------------------------------------
--- Every business error goes through app.raise_error so clients get PostgREST's
--- custom-error contract: HTTP `status` and the JSON body {code, message, details, hint}.
--- `details` is a JSON document encoded as text (PostgREST carries it as a string).
+-- Every business error has a stable machine code, a sentence and an HTTP status.
+-- app.raise_error raises it in PostgREST's custom-error form, so clients get that
+-- status and the JSON body {code, message, details, hint}; `details` is a JSON
+-- document encoded as text (PostgREST carries it as a string).
+-- Paths that must not abort (one item of a batch) carry the same error as a value,
+-- app.error_result, and app.raise_result_error turns that value into the raise.
 
 create function app.raise_error(
   code text,
@@ -46,6 +49,26 @@ $$;
 comment on function app.raise_error is
   'Raises a business error with a stable machine code and HTTP status (PostgREST RAISE PGRST form).';
 
+create function app.error_result(code text, message text, status integer, details jsonb default null)
+returns jsonb
+language sql immutable
+set search_path = ''
+as $$
+  select jsonb_build_object('ok', false, 'error', jsonb_build_object(
+    'code', code, 'message', message, 'status', status, 'details', details))
+$$;
+
+comment on function app.error_result is
+  'A business error as a value {ok:false, error:{code,message,status,details}} for paths that must not abort.';
+
+create function app.raise_result_error(result jsonb) returns void
+language sql
+set search_path = ''
+as $$
+  select app.raise_error(result #>> '{error,code}', result #>> '{error,message}',
+                         (result #>> '{error,status}')::integer, result #> '{error,details}')
+$$;
+
 -- Durable idempotency ---------------------------------------------------------
 -- One mechanism for every state-changing RPC: (scope, key) → hash of the request
 -- and the stored response. The first caller inserts the row inside its own
@@ -70,11 +93,12 @@ alter table app.idempotency_keys enable row level security;
 comment on table app.idempotency_keys is
   'Durable idempotency ledger: a replayed key returns the stored response; purged by pg_cron after expires_at.';
 
--- Claims `key` for this transaction. Returns null when the caller must execute the
--- request (it then calls app.idempotency_save), or the stored response with
--- `replayed: true` when the same request already ran. A key reused with a
--- different request raises idempotency_key_reused (409).
-create function app.idempotency_claim(scope text, key text, request jsonb)
+-- Claims `key` for this transaction without raising. Returns null when the caller
+-- must execute the request (it then calls app.idempotency_save), the stored
+-- response marked `replayed: true` when the same request already ran, or an
+-- error_result: invalid_idempotency_key (400) or, for a key reused with a
+-- different request, idempotency_key_reused (409).
+create function app.idempotency_try_claim(scope text, key text, request jsonb)
 returns jsonb
 language plpgsql
 set search_path = ''
@@ -84,25 +108,41 @@ declare
   stored app.idempotency_keys;
 begin
   if key is null or length(key) not between 1 and 200 then
-    perform app.raise_error('invalid_idempotency_key',
+    return app.error_result('invalid_idempotency_key',
       'An idempotency_key of 1 to 200 characters is required.', 400);
   end if;
 
   insert into app.idempotency_keys as k (scope, key, request_hash)
-  values (idempotency_claim.scope, idempotency_claim.key, hash)
+  values (idempotency_try_claim.scope, idempotency_try_claim.key, hash)
   on conflict do nothing;
   if found then
     return null;
   end if;
 
   select * into stored from app.idempotency_keys k
-  where k.scope = idempotency_claim.scope and k.key = idempotency_claim.key;
+  where k.scope = idempotency_try_claim.scope and k.key = idempotency_try_claim.key;
 
   if stored.request_hash <> hash then
-    perform app.raise_error('idempotency_key_reused',
+    return app.error_result('idempotency_key_reused',
       format('Idempotency key "%s" was already used with a different request.', key), 409);
   end if;
   return stored.response || jsonb_build_object('replayed', true);
+end;
+$$;
+
+-- The raising form, for single-request RPCs.
+create function app.idempotency_claim(scope text, key text, request jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  claimed jsonb := app.idempotency_try_claim(scope, key, request);
+begin
+  if claimed ->> 'ok' = 'false' then
+    perform app.raise_result_error(claimed);
+  end if;
+  return claimed;
 end;
 $$;
 

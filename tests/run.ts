@@ -1,0 +1,104 @@
+/**
+ * The whole test suite: `deno task test`.
+ *
+ * 1. brings the local stack up (idempotent; the same as `deno task start`),
+ * 2. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
+ * 3. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
+ * 4. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ *
+ * then prints one closing line `N passed, N failed` counting every assertion
+ * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { DB_URL, ROOT, supabaseCli } from "../local/cluster.ts";
+import { start } from "../local/stack.ts";
+
+interface Tally {
+  suite: string;
+  passed: number;
+  failed: number;
+}
+
+async function exec(cmd: string[], env?: Record<string, string>): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Stream output as it comes (a CI log shows progress) and keep it for parsing.
+  const chunks: string[] = [];
+  const pump = async (stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) => {
+    for await (const chunk of stream) {
+      chunks.push(new TextDecoder().decode(chunk));
+      await sink.write(chunk);
+    }
+  };
+  const [status] = await Promise.all([
+    child.status,
+    pump(child.stdout, Deno.stdout),
+    pump(child.stderr, Deno.stderr),
+  ]);
+  return { code: status.code, out: chunks.join("") };
+}
+
+async function dbLint(): Promise<Tally> {
+  console.log("\n== supabase db lint (app, api) ==");
+  const { code, out } = await exec([
+    supabaseCli(),
+    "db",
+    "lint",
+    "--db-url",
+    DB_URL,
+    "--schema",
+    "app,api",
+    "--level",
+    "warning",
+    "--fail-on",
+    "error",
+  ]);
+  const ok = code === 0 && !/"level":\s*"error"/.test(out);
+  return { suite: "db lint", passed: ok ? 1 : 0, failed: ok ? 0 : 1 };
+}
+
+async function pgTap(): Promise<Tally> {
+  console.log("\n== pgTAP (tests/db) ==");
+  const files = [];
+  for await (const entry of Deno.readDir(join(ROOT, "tests", "db"))) {
+    if (entry.name.endsWith(".test.sql")) files.push(join("tests", "db", entry.name));
+  }
+  files.sort();
+  const { code, out } = await exec(["pg_prove", "--verbose", "-d", DB_URL, ...files]);
+  const passed = (out.match(/^\s*ok \d+/gm) ?? []).length;
+  let failed = (out.match(/^\s*not ok \d+/gm) ?? []).length;
+  // A file that dies before its plan completes (or bad plan) fails without "not ok" lines.
+  if (code !== 0 && failed === 0) failed = 1;
+  return { suite: "pgTAP", passed, failed };
+}
+
+async function denoTests(): Promise<Tally> {
+  console.log("\n== deno test (tests/) ==");
+  const { code, out } = await exec([Deno.execPath(), "test", "-A", "--quiet", "tests/"], {
+    NO_COLOR: "1",
+  });
+  const summary = out.match(/(ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/);
+  if (!summary) return { suite: "deno test", passed: 0, failed: 1 };
+  const passed = Number(summary[2]);
+  let failed = Number(summary[3]);
+  if (code !== 0 && failed === 0) failed = 1; // e.g. a type error before any test ran
+  return { suite: "deno test", passed, failed };
+}
+
+if (import.meta.main) {
+  await start({ quiet: true });
+  const tallies = [await dbLint(), await pgTap(), await denoTests()];
+  console.log("");
+  for (const t of tallies) console.log(`${t.suite.padEnd(10)} ${t.passed} passed, ${t.failed} failed`);
+  const passed = tallies.reduce((n, t) => n + t.passed, 0);
+  const failed = tallies.reduce((n, t) => n + t.failed, 0);
+  console.log(`${passed} passed, ${failed} failed`);
+  Deno.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
