@@ -89,7 +89,7 @@ declare
   winner record;
   result jsonb;
 begin
-  if canonical !~ '^[0-9A-HJKMNP-TV-Z]{15}$' then
+  if canonical is null or canonical !~ '^[0-9A-HJKMNP-TV-Z]{15}$' then
     return app.error_result('invalid_code_format',
       format('"%s" is not a voucher code (15 characters of 0-9 A-Z without I, L, O, U).', code), 400);
   end if;
@@ -246,7 +246,14 @@ begin
     perform app.raise_result_error(station);
   end if;
 
-  for item in select value, ordinality - 1 as index from jsonb_array_elements(items) with ordinality loop
+  -- Items are processed in code order (input order within one code), so two
+  -- overlapping flushes lock vouchers in the same order and cannot deadlock;
+  -- results are returned in input order.
+  for item in
+    select e.value, e.ordinality - 1 as index
+    from jsonb_array_elements(items) with ordinality e
+    order by app.normalize_code(e.value ->> 'code'), e.ordinality
+  loop
     if jsonb_typeof(item.value) <> 'object' or jsonb_typeof(item.value -> 'code') <> 'string' then
       result := app.error_result('invalid_item', 'Each item needs a string "code".', 400);
     elsif item.value ? 'client_redeemed_at'
@@ -265,7 +272,9 @@ begin
     results := results || jsonb_build_array(jsonb_build_object('index', item.index) || result);
   end loop;
 
-  return jsonb_build_object('results', results, 'redeemed', ok_count,
+  return jsonb_build_object(
+    'results', (select jsonb_agg(r order by (r ->> 'index')::integer) from jsonb_array_elements(results) r),
+    'redeemed', ok_count,
                             'failed', jsonb_array_length(items) - ok_count);
 end;
 $$;

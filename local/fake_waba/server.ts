@@ -1,0 +1,619 @@
+/**
+ * A faithful fake of the WhatsApp Cloud API's send endpoint, for tests,
+ * benchmarks and the local stack.
+ *
+ * `POST /{version}/{phone-number-id}/messages` behaves like Meta's:
+ * - bearer token check (401, Graph code 190, `WWW-Authenticate` header);
+ * - template payload validation (400, code 100), and optionally a template
+ *   registry (132001 unknown template, 132000 wrong parameter count);
+ * - per-phone-number throughput, 80 msg/s by default over a sliding one-second
+ *   window (code 130429, HTTP 400 like Meta; `throttleHttpStatus` for BSPs
+ *   that use 429);
+ * - per-recipient pair spacing, 6 s by default (code 131056, HTTP 400);
+ * - latency from a distribution, and fault injection: 5xx, unanswered
+ *   requests (held until the client gives up, at most `maxHoldMs`), sends
+ *   whose answer is lost, 130429 storms, and a script of the next N answers;
+ * - a realistic `wamid.…` per accepted message, then signed status webhooks
+ *   (`sent → delivered → read`, or `failed`) to a configurable URL.
+ *
+ * Control endpoints (JSON): `GET /_fake/messages`, `POST /_fake/reset`,
+ * `GET|POST /_fake/config`, `GET /_fake/stats`, `POST /_fake/inbound`,
+ * `POST /_fake/storm`, `POST /_fake/verify-webhook`, `POST /_fake/wait-webhooks`,
+ * `GET /_fake/health`.
+ *
+ * @example
+ * const fake = await startFakeWaba({ mps: 10, pairSpacingMs: 0 });
+ * const wa = new WhatsAppClient({ baseUrl: fake.url, accessToken: fake.config().accessToken });
+ * await wa.sendTemplate({ phoneNumberId: "1", to: "+254712345678", template: "hi", language: "en" });
+ * fake.messages().length; // 1
+ * await fake.shutdown();
+ *
+ * @module
+ */
+import {
+  type SendTemplateRequest,
+  SendTemplateRequestSchema,
+} from "../../functions/_shared/waba_schemas.ts";
+import {
+  applyPatch,
+  defaultConfig,
+  type FakeWabaConfig,
+  type FakeWabaConfigPatch,
+  FakeWabaConfigPatchSchema,
+  sampleLatency,
+  seededRandom,
+} from "./_config.ts";
+import { graphError, serverError, wamid } from "./_graph.ts";
+import { PairSpacing, ThroughputLimiter } from "./_limits.ts";
+import { WebhookDisabledError, WebhookDispatcher, type WebhookStats } from "./_webhooks.ts";
+
+export type { FakeWabaConfig, FakeWabaConfigPatch } from "./_config.ts";
+
+/** Options of {@link startFakeWaba}: where to listen, plus any config overrides. */
+export interface FakeWabaOptions extends FakeWabaConfigPatch {
+  /** 0 (default) picks a free port. */
+  port?: number;
+  hostname?: string;
+}
+
+/** One accepted message, as recorded by the fake. */
+export interface RecordedMessage {
+  /** 1-based acceptance order since start / reset. */
+  seq: number;
+  /** When the fake accepted it (ms since epoch). */
+  acceptedAtMs: number;
+  phoneNumberId: string;
+  /** `to` exactly as sent. */
+  to: string;
+  /** Digits of `to`, as Meta reports `wa_id`. */
+  waId: string;
+  template: string;
+  language: string;
+  /** Body parameters in order (text, or the fallback value of currency / date_time). */
+  parameters: string[];
+  wamid: string;
+  callbackData?: string;
+}
+
+/** Counters of `/_fake/stats`. Outcome keys follow the client's error codes. */
+export interface FakeWabaStats {
+  requests: number;
+  accepted: number;
+  /** e.g. `{accepted, waba_130429, waba_131056, waba_190, waba_100, http_503, timeout, lost_response}`. */
+  outcomes: Record<string, number>;
+  stored: number;
+  droppedMessages: number;
+  webhooks: WebhookStats;
+}
+
+/** A running fake. */
+export interface FakeWaba {
+  /** Base URL for the client (`http://127.0.0.1:<port>`). */
+  url: string;
+  port: number;
+  /** Stops listening, aborts held requests and webhook POSTs, clears timers. */
+  shutdown(): Promise<void>;
+  /** Accepted messages, oldest first (a copy). */
+  messages(): RecordedMessage[];
+  /** Clears messages, limits, counters and queued webhooks; restores the startup config unless `keepConfig`. */
+  reset(opts?: { keepConfig?: boolean }): void;
+  /** Changes config at runtime; returns the new config. Throws {@link FakeWabaConfigError}. */
+  configure(patch: FakeWabaConfigPatch): FakeWabaConfig;
+  config(): FakeWabaConfig;
+  stats(): FakeWabaStats;
+  /** Answers every send with 130429 for the next `ms` milliseconds. */
+  storm(ms: number): void;
+  /** Delivers an inbound user text message through the signed webhook. Returns its id. */
+  inbound(input: { from: string; text: string; phoneNumberId?: string; name?: string }): string;
+  /** Resolves true when every scheduled webhook has been delivered or given up. */
+  waitForWebhooks(timeoutMs?: number): Promise<boolean>;
+  /** Performs Meta's `GET ?hub.mode=subscribe&hub.verify_token&hub.challenge` check against the webhook URL. */
+  verifyWebhook(): Promise<{ ok: boolean; status: number; body: string }>;
+}
+
+/** Thrown for an invalid runtime configuration patch. */
+export class FakeWabaConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FakeWabaConfigError";
+  }
+}
+
+class MessageStore {
+  #items: RecordedMessage[] = [];
+  #start = 0;
+  dropped = 0;
+
+  constructor(public capacity: number) {}
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  push(m: RecordedMessage): void {
+    if (this.#items.length < this.capacity) {
+      this.#items.push(m);
+      return;
+    }
+    this.#items[this.#start] = m;
+    this.#start = (this.#start + 1) % this.capacity;
+    this.dropped++;
+  }
+
+  all(): RecordedMessage[] {
+    return [...this.#items.slice(this.#start), ...this.#items.slice(0, this.#start)];
+  }
+
+  resize(capacity: number): void {
+    if (capacity === this.capacity) return;
+    const all = this.all();
+    this.dropped += Math.max(0, all.length - capacity);
+    this.#items = all.slice(Math.max(0, all.length - capacity));
+    this.#start = 0;
+    this.capacity = capacity;
+  }
+
+  clear(): void {
+    this.#items = [];
+    this.#start = 0;
+    this.dropped = 0;
+  }
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json; charset=UTF-8", ...headers },
+  });
+}
+
+/** Resolves after `ms`, or as soon as any signal aborts. Never rejects. */
+function pause(ms: number, signals: AbortSignal[]): Promise<void> {
+  if (ms <= 0 || signals.some((s) => s.aborted)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      for (const s of signals) s.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    for (const s of signals) s.addEventListener("abort", done, { once: true });
+  });
+}
+
+function bodyParameters(req: SendTemplateRequest): string[] {
+  for (const c of req.template.components ?? []) {
+    if (c.type !== "body") continue;
+    return c.parameters.map((p) =>
+      p.type === "text"
+        ? p.text
+        : p.type === "currency"
+        ? p.currency.fallback_value
+        : p.date_time.fallback_value
+    );
+  }
+  return [];
+}
+
+async function readJson(req: Request): Promise<unknown> {
+  const text = await req.text();
+  if (text.trim() === "") return {};
+  return JSON.parse(text);
+}
+
+/**
+ * Starts the fake on 127.0.0.1. Webhooks are off unless `webhook.url` is given
+ * (`main.ts` points them at the local gateway).
+ *
+ * @example
+ * const fake = await startFakeWaba({ webhook: { url: "http://127.0.0.1:9999/hook" } });
+ */
+export function startFakeWaba(options: FakeWabaOptions = {}): Promise<FakeWaba> {
+  try {
+    return Promise.resolve(start(options));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function start(options: FakeWabaOptions): FakeWaba {
+  const { port = 0, hostname = "127.0.0.1", ...patch } = options;
+  const parsed = FakeWabaConfigPatchSchema.safeParse(patch);
+  if (!parsed.success) {
+    throw new FakeWabaConfigError(`Cannot start the fake WhatsApp API: ${parsed.error.message}`);
+  }
+  const initialConfig = applyPatch(defaultConfig(), parsed.data);
+  let cfg = initialConfig;
+  let random = cfg.seed === null ? Math.random : seededRandom(cfg.seed);
+  let limiter = new ThroughputLimiter(cfg.mps);
+  let pairs = new PairSpacing(cfg.pairSpacingMs);
+  const store = new MessageStore(cfg.maxStoredMessages);
+  const closing = new AbortController();
+  const dispatcher = new WebhookDispatcher(() => cfg, () => random(), closing.signal);
+  let startedAt = Date.now();
+  let stormUntil = 0;
+  let seq = 0;
+  let counters = { requests: 0, accepted: 0, outcomes: {} as Record<string, number> };
+
+  const count = (outcome: string) => {
+    counters.outcomes[outcome] = (counters.outcomes[outcome] ?? 0) + 1;
+  };
+
+  const setConfig = (next: FakeWabaConfig) => {
+    const prev = cfg;
+    cfg = next;
+    if (next.mps !== prev.mps) limiter = new ThroughputLimiter(next.mps);
+    if (next.pairSpacingMs !== prev.pairSpacingMs) pairs = new PairSpacing(next.pairSpacingMs);
+    if (next.seed !== prev.seed) {
+      random = next.seed === null ? Math.random : seededRandom(next.seed);
+    }
+    store.resize(next.maxStoredMessages);
+  };
+
+  const configure = (input: unknown): FakeWabaConfig => {
+    const p = FakeWabaConfigPatchSchema.safeParse(input);
+    if (!p.success) {
+      throw new FakeWabaConfigError(`Invalid fake WhatsApp config: ${p.error.message}`);
+    }
+    setConfig(applyPatch(cfg, p.data));
+    return cfg;
+  };
+
+  const reset = (opts: { keepConfig?: boolean } = {}) => {
+    if (!opts.keepConfig) setConfig(initialConfig);
+    limiter = new ThroughputLimiter(cfg.mps);
+    pairs = new PairSpacing(cfg.pairSpacingMs);
+    random = cfg.seed === null ? Math.random : seededRandom(cfg.seed);
+    store.clear();
+    dispatcher.reset();
+    counters = { requests: 0, accepted: 0, outcomes: {} };
+    stormUntil = 0;
+    seq = 0;
+    startedAt = Date.now();
+  };
+
+  const stats = (): FakeWabaStats => ({
+    requests: counters.requests,
+    accepted: counters.accepted,
+    outcomes: { ...counters.outcomes },
+    stored: store.size,
+    droppedMessages: store.dropped,
+    webhooks: dispatcher.stats(),
+  });
+
+  const inStorm = (now: number) => {
+    if (now < stormUntil) return true;
+    const { stormEveryMs, stormDurationMs } = cfg.faults;
+    return stormEveryMs > 0 && stormDurationMs > 0 &&
+      (now - startedAt) % stormEveryMs < stormDurationMs;
+  };
+
+  /** Answers after the sampled latency (cut short on shutdown). */
+  const answer = async (
+    latencyMs: number,
+    outcome: string,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Response> => {
+    count(outcome);
+    await pause(latencyMs, [closing.signal]);
+    return json(status, body, headers);
+  };
+
+  const errorAnswer = (
+    latencyMs: number,
+    code: number,
+    overrides: { status?: number; message?: string; details?: string; subcode?: number } = {},
+    headers: Record<string, string> = {},
+  ) => {
+    const { status, body } = graphError(code, overrides);
+    return answer(latencyMs, `waba_${code}`, status, body, headers);
+  };
+
+  /**
+   * Never answers within the client's patience: holds for `maxHoldMs` (or until
+   * the fake stops), then 504. It deliberately does not watch `req.signal`
+   * (Deno's legacy abort semantics print a warning for every process that does);
+   * a client that gave up simply never sees the late 504.
+   */
+  const hold = async (outcome: string): Promise<Response> => {
+    count(outcome);
+    await pause(cfg.faults.maxHoldMs, [closing.signal]);
+    return json(504, serverError(504).body);
+  };
+
+  const accept = (pnid: string, body: SendTemplateRequest, now: number): RecordedMessage => {
+    const waId = body.to.replace(/\D/g, "");
+    const record: RecordedMessage = {
+      seq: ++seq,
+      acceptedAtMs: now,
+      phoneNumberId: pnid,
+      to: body.to,
+      waId,
+      template: body.template.name,
+      language: body.template.language.code,
+      parameters: bodyParameters(body),
+      wamid: wamid(waId),
+      ...(body.biz_opaque_callback_data !== undefined
+        ? { callbackData: body.biz_opaque_callback_data }
+        : {}),
+    };
+    store.push(record);
+    limiter.record(pnid, now);
+    pairs.record(pnid, waId, now);
+    counters.accepted++;
+    dispatcher.track({
+      wamid: record.wamid,
+      phoneNumberId: pnid,
+      recipientId: waId,
+      acceptedAtMs: now,
+      callbackData: record.callbackData,
+    });
+    return record;
+  };
+
+  const sendResponse = (m: RecordedMessage) => ({
+    messaging_product: "whatsapp",
+    contacts: [{ input: m.to, wa_id: m.waId }],
+    messages: [{ id: m.wamid, message_status: "accepted" }],
+  });
+
+  const handleSend = async (req: Request, version: string, pnid: string): Promise<Response> => {
+    const now = Date.now();
+    counters.requests++;
+    const latencyMs = sampleLatency(cfg.latency, random);
+
+    const auth = req.headers.get("authorization") ?? "";
+    const bearer = /^Bearer\s+(.+)$/i.exec(auth)?.[1]?.trim() ??
+      new URL(req.url).searchParams.get("access_token");
+    if (bearer !== cfg.accessToken) {
+      await req.body?.cancel();
+      return errorAnswer(latencyMs, 190, {}, {
+        "www-authenticate":
+          'OAuth "Facebook Platform" "invalid_token" "Invalid OAuth access token - Cannot parse access token"',
+      });
+    }
+    if (!/^v\d+\.\d+$/.test(version)) {
+      await req.body?.cancel();
+      return errorAnswer(latencyMs, 100, {
+        message: `(#100) Unknown version: ${version}`,
+        details: `Graph API version "${version}" does not exist.`,
+      });
+    }
+    if (!/^\d{1,32}$/.test(pnid)) {
+      await req.body?.cancel();
+      return errorAnswer(latencyMs, 100, {
+        subcode: 33,
+        message:
+          `Unsupported post request. Object with ID '${pnid}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.`,
+        details: `Unknown phone number id "${pnid}".`,
+      });
+    }
+
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await req.text());
+    } catch {
+      return errorAnswer(latencyMs, 100, { details: "The request body is not valid JSON." });
+    }
+    const parsed = SendTemplateRequestSchema.safeParse(raw);
+    if (!parsed.success) {
+      const details = parsed.error.issues
+        .map((i) => `Parameter '${i.path.join(".") || "(body)"}': ${i.message}`)
+        .join("; ");
+      return errorAnswer(latencyMs, 100, { details });
+    }
+    const body = parsed.data;
+
+    if (cfg.templates !== null) {
+      const spec = cfg.templates[body.template.name];
+      if (!spec || (spec.languages && !spec.languages.includes(body.template.language.code))) {
+        return errorAnswer(latencyMs, 132001, {
+          details:
+            `template name (${body.template.name}) does not exist in ${body.template.language.code}`,
+        });
+      }
+      const given = bodyParameters(body).length;
+      if (given !== spec.bodyParams) {
+        return errorAnswer(latencyMs, 132000, {
+          details:
+            `body: number of localizable_params (${given}) does not match the expected number of params (${spec.bodyParams})`,
+        });
+      }
+    }
+
+    const scripted = cfg.faults.script.length > 0 ? cfg.faults.script[0] : undefined;
+    if (scripted) {
+      cfg = { ...cfg, faults: { ...cfg.faults, script: cfg.faults.script.slice(1) } };
+      switch (scripted.kind) {
+        case "ok":
+          return answer(latencyMs, "accepted", 200, sendResponse(accept(pnid, body, now)));
+        case "timeout":
+          return hold("timeout");
+        case "lost_response":
+          accept(pnid, body, now);
+          return hold("lost_response");
+        case "error": {
+          const headers: Record<string, string> = scripted.retryAfterSeconds !== undefined
+            ? { "retry-after": String(scripted.retryAfterSeconds) }
+            : {};
+          if (scripted.code === undefined) {
+            const status = scripted.status ?? 500;
+            return answer(latencyMs, `http_${status}`, status, serverError(status).body, headers);
+          }
+          return errorAnswer(latencyMs, scripted.code, {
+            status: scripted.status,
+            message: scripted.message,
+          }, headers);
+        }
+      }
+    }
+
+    const f = cfg.faults;
+    if (f.timeoutRate > 0 && random() < f.timeoutRate) return hold("timeout");
+    if (f.serverErrorRate > 0 && random() < f.serverErrorRate) {
+      const status = f.serverErrorStatus;
+      return answer(latencyMs, `http_${status}`, status, serverError(status).body);
+    }
+
+    const throttled = (details?: string) =>
+      errorAnswer(
+        latencyMs,
+        130429,
+        { status: cfg.throttleHttpStatus, details },
+        cfg.rateLimitRetryAfterSeconds === null
+          ? {}
+          : { "retry-after": String(cfg.rateLimitRetryAfterSeconds) },
+      );
+    if (inStorm(now)) return throttled();
+    if (!limiter.allows(pnid, now)) return throttled();
+    const waId = body.to.replace(/\D/g, "");
+    if (!pairs.allows(pnid, waId, now)) return errorAnswer(latencyMs, 131056);
+
+    if (f.lostResponseRate > 0 && random() < f.lostResponseRate) {
+      accept(pnid, body, now);
+      return hold("lost_response");
+    }
+    return answer(latencyMs, "accepted", 200, sendResponse(accept(pnid, body, now)));
+  };
+
+  const verifyWebhook = async () => {
+    const target = cfg.webhook.url;
+    if (target === null) return { ok: false, status: 0, body: "no webhook URL is configured" };
+    const challenge = String(Math.floor(random() * 1e9));
+    const u = new URL(target);
+    u.searchParams.set("hub.mode", "subscribe");
+    u.searchParams.set("hub.verify_token", cfg.verifyToken);
+    u.searchParams.set("hub.challenge", challenge);
+    try {
+      const res = await fetch(u, {
+        signal: AbortSignal.any([AbortSignal.timeout(cfg.webhook.timeoutMs), closing.signal]),
+      });
+      const text = await res.text();
+      return { ok: res.status === 200 && text === challenge, status: res.status, body: text };
+    } catch (err) {
+      return { ok: false, status: 0, body: String((err as Error).message ?? err) };
+    }
+  };
+
+  const handleControl = async (req: Request, url: URL): Promise<Response> => {
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case "GET /_fake/health":
+        return json(200, { ok: true });
+      case "GET /_fake/messages": {
+        let list = store.all();
+        const to = url.searchParams.get("to");
+        if (to) list = list.filter((m) => m.to === to || m.waId === to.replace(/\D/g, ""));
+        const offset = Number(url.searchParams.get("offset") ?? 0) || 0;
+        const limit = Number(url.searchParams.get("limit") ?? list.length) || list.length;
+        return json(200, {
+          total: list.length,
+          dropped: store.dropped,
+          messages: list.slice(offset, offset + limit),
+        });
+      }
+      case "POST /_fake/reset":
+        await req.body?.cancel();
+        reset({ keepConfig: url.searchParams.get("keepConfig") === "1" });
+        return json(200, { ok: true });
+      case "GET /_fake/config":
+        return json(200, cfg);
+      case "POST /_fake/config":
+        try {
+          return json(200, configure(await readJson(req)));
+        } catch (err) {
+          return json(400, { error: String((err as Error).message ?? err) });
+        }
+      case "GET /_fake/stats":
+        return json(200, stats());
+      case "POST /_fake/storm": {
+        const body = await readJson(req) as { ms?: unknown };
+        const ms = Number(body.ms);
+        if (!(ms >= 0)) return json(400, { error: "Expected {ms: number >= 0}" });
+        stormUntil = Date.now() + ms;
+        return json(200, { ok: true, until: stormUntil });
+      }
+      case "POST /_fake/inbound": {
+        const body = await readJson(req) as Record<string, unknown>;
+        if (typeof body.from !== "string" || typeof body.text !== "string") {
+          return json(400, { error: 'Expected {"from": "+254…", "text": "STOP"}' });
+        }
+        try {
+          const id = dispatcher.inbound({
+            from: body.from,
+            text: body.text,
+            phoneNumberId: typeof body.phoneNumberId === "string" ? body.phoneNumberId : undefined,
+            name: typeof body.name === "string" ? body.name : undefined,
+          });
+          return json(200, { id });
+        } catch (err) {
+          if (err instanceof WebhookDisabledError) return json(409, { error: err.message });
+          throw err;
+        }
+      }
+      case "POST /_fake/verify-webhook":
+        await req.body?.cancel();
+        return json(200, await verifyWebhook());
+      case "POST /_fake/wait-webhooks": {
+        await req.body?.cancel();
+        const timeoutMs = Math.min(60_000, Number(url.searchParams.get("timeoutMs") ?? 10_000));
+        return json(200, { idle: await dispatcher.waitForIdle(timeoutMs) });
+      }
+      default:
+        await req.body?.cancel();
+        return json(404, { error: `No fake control route ${route}` });
+    }
+  };
+
+  const handler = async (req: Request): Promise<Response> => {
+    try {
+      const url = new URL(req.url);
+      if (url.pathname.startsWith("/_fake/")) return await handleControl(req, url);
+      const m = /^\/([^/]+)\/([^/]+)\/messages\/?$/.exec(url.pathname);
+      if (m && req.method === "POST") {
+        return await handleSend(req, decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+      }
+      await req.body?.cancel();
+      return json(
+        400,
+        graphError(2500, {
+          status: 400,
+          message: `Unknown path components: ${url.pathname}`,
+          details: "Only POST /{version}/{phone-number-id}/messages is implemented by the fake.",
+        }).body,
+      );
+    } catch (err) {
+      return json(500, { error: String((err as Error)?.message ?? err) });
+    }
+  };
+
+  const server = Deno.serve({ port, hostname, onListen: () => {} }, handler);
+  const addr = server.addr as Deno.NetAddr;
+  let stopped: Promise<void> | undefined;
+
+  return {
+    url: `http://${addr.hostname}:${addr.port}`,
+    port: addr.port,
+    shutdown() {
+      stopped ??= (async () => {
+        closing.abort();
+        await dispatcher.stop();
+        await server.shutdown();
+      })();
+      return stopped;
+    },
+    messages: () => store.all(),
+    reset,
+    configure: (p) => configure(p),
+    config: () => cfg,
+    stats,
+    storm(ms: number) {
+      stormUntil = Date.now() + ms;
+    },
+    inbound: (input) => dispatcher.inbound(input),
+    waitForWebhooks: (timeoutMs = 10_000) => dispatcher.waitForIdle(timeoutMs),
+    verifyWebhook,
+  };
+}
