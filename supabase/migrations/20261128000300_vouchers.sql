@@ -270,7 +270,7 @@ begin
   end if;
   insert into app.staff as s (user_id, role, station_id)
   values (set_staff.user_id, set_staff.role, set_staff.station_id)
-  on conflict (user_id) do update
+  on conflict on constraint staff_pkey do update
     set role = excluded.role, station_id = excluded.station_id, active = true
   returning * into staff;
   return to_jsonb(staff);
