@@ -107,7 +107,9 @@ create table app.voucher_batches (
   issued integer not null check (issued > 0),
   expires_at timestamptz,
   issued_by uuid,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  -- Target of the vouchers' composite foreign key (batch and campaign agree).
+  constraint voucher_batches_id_campaign_key unique (id, campaign_id)
 );
 
 create index voucher_batches_campaign_id_idx on app.voucher_batches (campaign_id);
@@ -116,8 +118,8 @@ create table app.vouchers (
   id bigint generated always as identity primary key,
   -- Canonical code: 15 Crockford base32 characters, the last one a check character.
   code text not null unique check (code ~ '^[0-9A-HJKMNP-TV-Z]{15}$'),
-  campaign_id uuid not null references app.campaigns (id),
-  batch_id uuid not null references app.voucher_batches (id),
+  campaign_id uuid not null,
+  batch_id uuid not null,
   status text not null default 'issued' check (status in ('issued', 'redeemed', 'void', 'expired')),
   -- Value frozen at issuance, so editing a campaign never changes issued vouchers.
   amount_minor bigint not null check (amount_minor > 0),
@@ -132,7 +134,12 @@ create table app.vouchers (
   void_reason text check (length(void_reason) <= 500),
   constraint vouchers_redeemed_fields check (
     (status = 'redeemed') = (redeemed_at is not null and redeemed_station_id is not null)),
-  constraint vouchers_void_fields check ((status = 'void') = (voided_at is not null))
+  constraint vouchers_void_fields check ((status = 'void') = (voided_at is not null)),
+  -- One composite key proves both that the batch exists and that the voucher's
+  -- campaign is the batch's (whose own FK proves the campaign exists): one
+  -- lookup per inserted row instead of two.
+  constraint vouchers_batch_fkey foreign key (batch_id, campaign_id)
+    references app.voucher_batches (id, campaign_id)
 );
 
 -- Hot predicates: unredeemed vouchers of a campaign, and the expiry job's scan.

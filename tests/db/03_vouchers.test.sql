@@ -17,8 +17,8 @@ select col_type_is('app', 'vouchers', 'amount_minor', 'bigint', 'Money is intege
 select col_type_is('app', 'vouchers', 'expires_at', 'timestamp with time zone', 'Times are timestamptz');
 select col_is_unique('app', 'vouchers', 'code', 'Voucher codes are unique across the whole table');
 select col_has_check('app', 'vouchers', 'status', 'Voucher status is constrained to the lifecycle states');
-select fk_ok('app', 'vouchers', 'campaign_id', 'app', 'campaigns', 'id',
-  'Every voucher belongs to a campaign');
+select fk_ok('app', 'vouchers', array['batch_id', 'campaign_id'], 'app', 'voucher_batches', array['id', 'campaign_id'],
+  'Every voucher belongs to a batch of its own campaign');
 
 select is(
   (select bool_and(c.relrowsecurity) from pg_class c join pg_namespace n on n.oid = c.relnamespace

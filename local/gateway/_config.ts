@@ -1,0 +1,171 @@
+/**
+ * Gateway configuration: explicit options, then environment variables, then
+ * `supabase/config.toml` (the file `supabase db push` / `functions deploy`
+ * read), so the local gateway exposes exactly what production exposes.
+ *
+ * @module
+ */
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import { ANON_KEY, AUTHENTICATOR_URL, GATEWAY_PORT, JWT_SECRET, SERVICE_ROLE_KEY } from "../env.ts";
+import { ROOT } from "../cluster.ts";
+
+/** Options accepted by `serveGateway()`; every field is optional. */
+export interface GatewayOptions {
+  /** TCP port (default `GATEWAY_PORT` env or 54321; 0 picks a free port). */
+  port?: number;
+  /** Interface to bind (default 127.0.0.1: loopback only). */
+  hostname?: string;
+  /** Postgres URL of the login role PostgREST uses (default `authenticator`). */
+  dbUrl?: string;
+  /** HS256 secret the JWTs are signed with. */
+  jwtSecret?: string;
+  /** Connections in the request pool (default `GATEWAY_POOL_SIZE` or 8). */
+  poolSize?: number;
+  /** Requests allowed to wait for a connection (default `GATEWAY_MAX_QUEUE` or pool × 16). */
+  maxQueue?: number;
+  /** Longest wait for a connection before answering 504 (default `GATEWAY_QUEUE_TIMEOUT_MS` or 2000). */
+  queueTimeoutMs?: number;
+  /** Path of the Supabase `config.toml` (default `supabase/config.toml`). */
+  configPath?: string;
+  /** Overrides `[api].schemas` of config.toml. */
+  schemas?: string[];
+  /** Keys the API gateway accepts in the `apikey` header (default: anon + service_role). */
+  apiKeys?: string[];
+  /** Role used when a request carries no JWT (PostgREST's `db-anon-role`). */
+  anonRole?: string;
+  /** One JSON line per request on stdout (default `GATEWAY_LOG=1`). */
+  log?: boolean;
+  /** Longest wait for `EdgeRuntime.waitUntil()` promises at shutdown (default 5000 ms). */
+  waitUntilTimeoutMs?: number;
+}
+
+/** One `[functions.<name>]` entry of config.toml, resolved to absolute paths. */
+export interface FunctionConfig {
+  name: string;
+  /** Directory holding `index.ts` (deployable) and `handler.ts` (imported locally). */
+  dir: string;
+  verifyJwt: boolean;
+  enabled: boolean;
+}
+
+/** Fully resolved configuration. */
+export interface GatewayConfig {
+  port: number;
+  hostname: string;
+  dbUrl: string;
+  jwtSecret: string;
+  poolSize: number;
+  maxQueue: number;
+  queueTimeoutMs: number;
+  schemas: string[];
+  extraSearchPath: string[];
+  maxRows: number | null;
+  apiKeys: string[];
+  anonRole: string;
+  log: boolean;
+  waitUntilTimeoutMs: number;
+  /** Directory of config.toml; function entrypoints are relative to it. */
+  configDir: string;
+  functions: Map<string, FunctionConfig>;
+}
+
+/** Raised when config.toml or an environment variable holds an unusable value. */
+export class GatewayConfigError extends Error {
+  override name = "GatewayConfigError";
+}
+
+const FunctionEntry = z.object({
+  enabled: z.boolean().default(true),
+  verify_jwt: z.boolean().default(true),
+  entrypoint: z.string().optional(),
+});
+
+const ConfigToml = z.object({
+  api: z.object({
+    schemas: z.array(z.string().min(1)).min(1).default(["public"]),
+    extra_search_path: z.array(z.string().min(1)).default(["public", "extensions"]),
+    max_rows: z.number().int().positive().optional(),
+  }).default({ schemas: ["public"], extra_search_path: ["public", "extensions"] }),
+  functions: z.record(z.string(), FunctionEntry).default({}),
+});
+
+function envInt(name: string): number | undefined {
+  const raw = Deno.env.get(name);
+  if (raw === undefined || raw === "") return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0) {
+    throw new GatewayConfigError(`Environment variable ${name}="${raw}" is not a whole number`);
+  }
+  return value;
+}
+
+/**
+ * Reads and validates config.toml, resolving each function's directory from its
+ * `entrypoint` (relative to the file), or `../functions/<name>` when absent.
+ */
+export async function readConfigToml(path: string): Promise<{
+  schemas: string[];
+  extraSearchPath: string[];
+  maxRows: number | null;
+  functions: Map<string, FunctionConfig>;
+}> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (cause) {
+    throw new GatewayConfigError(`Cannot read Supabase config "${path}"`, { cause });
+  }
+  const parsed = ConfigToml.safeParse(parseToml(text));
+  if (!parsed.success) {
+    throw new GatewayConfigError(`Invalid Supabase config "${path}": ${parsed.error.message}`);
+  }
+  const dir = dirname(path);
+  const functions = new Map<string, FunctionConfig>();
+  for (const [name, entry] of Object.entries(parsed.data.functions)) {
+    const entrypoint = entry.entrypoint ?? `../functions/${name}/index.ts`;
+    const abs = isAbsolute(entrypoint) ? entrypoint : resolve(dir, entrypoint);
+    functions.set(name, {
+      name,
+      dir: dirname(abs),
+      verifyJwt: entry.verify_jwt,
+      enabled: entry.enabled,
+    });
+  }
+  return {
+    schemas: parsed.data.api.schemas,
+    extraSearchPath: parsed.data.api.extra_search_path,
+    maxRows: parsed.data.api.max_rows ?? null,
+    functions,
+  };
+}
+
+/** Merges explicit options, environment variables and config.toml. */
+export async function resolveConfig(options: GatewayOptions = {}): Promise<GatewayConfig> {
+  const configPath = options.configPath ?? Deno.env.get("GATEWAY_CONFIG") ??
+    join(ROOT, "supabase", "config.toml");
+  const toml = await readConfigToml(configPath);
+  const poolSize = options.poolSize ?? envInt("GATEWAY_POOL_SIZE") ?? 8;
+  if (poolSize < 1) throw new GatewayConfigError(`Pool size must be at least 1, got ${poolSize}`);
+  const anonKey = Deno.env.get("SUPABASE_ANON_KEY") ?? ANON_KEY;
+  const serviceKey = Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? SERVICE_ROLE_KEY;
+  return {
+    port: options.port ?? GATEWAY_PORT,
+    hostname: options.hostname ?? "127.0.0.1",
+    dbUrl: options.dbUrl ?? Deno.env.get("GATEWAY_DB_URL") ?? AUTHENTICATOR_URL,
+    jwtSecret: options.jwtSecret ?? JWT_SECRET,
+    poolSize,
+    maxQueue: options.maxQueue ?? envInt("GATEWAY_MAX_QUEUE") ?? poolSize * 16,
+    queueTimeoutMs: options.queueTimeoutMs ?? envInt("GATEWAY_QUEUE_TIMEOUT_MS") ?? 2000,
+    schemas: options.schemas ?? toml.schemas,
+    extraSearchPath: toml.extraSearchPath,
+    maxRows: toml.maxRows,
+    apiKeys: options.apiKeys ?? [anonKey, serviceKey],
+    anonRole: options.anonRole ?? "anon",
+    log: options.log ?? Deno.env.get("GATEWAY_LOG") === "1",
+    waitUntilTimeoutMs: options.waitUntilTimeoutMs ?? 5000,
+    configDir: dirname(configPath),
+    functions: toml.functions,
+  };
+}

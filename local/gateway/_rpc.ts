@@ -1,0 +1,260 @@
+/**
+ * `/rest/v1/rpc/<fn>`: PostgREST's function call, for what supabase-js uses.
+ *
+ * - POST with a JSON object of named arguments (or, for a function with a
+ *   single unnamed json/jsonb parameter, the whole body);
+ * - GET/HEAD with query parameters, in a READ ONLY transaction (a volatile
+ *   function that writes then fails with 25006 → 405, exactly as PostgREST);
+ *   POST to a stable/immutable function is READ ONLY too;
+ * - `Content-Profile` (POST) / `Accept-Profile` (GET) choose the schema;
+ * - results: scalar → JSON value, composite → object, SETOF → array,
+ *   void → 204 without body; `Accept: application/vnd.pgrst.object+json`
+ *   (supabase-js `.single()`), `nulls=stripped` and `Prefer: count=exact`.
+ *
+ * Row filters, `select=` shaping, ordering and paging of RPC results are not
+ * implemented: they answer PGRST127 instead of being silently ignored.
+ *
+ * @module
+ */
+import type { Sql } from "postgres";
+import type { GatewayConfig } from "./_config.ts";
+import {
+  ApiError,
+  fromDbFailure,
+  invalidBody,
+  invalidRpcMethod,
+  mediaTypeError,
+  noSchemaCache,
+  notImplemented,
+  singularityError,
+  unacceptableSchema,
+} from "./_errors.ts";
+import type { AuthResult } from "./_jwt.ts";
+import type { Admission } from "./_pool.ts";
+import { findRoutine, matchesParams, noRpcError, type SchemaCache } from "./_schema_cache.ts";
+import { type CallArgs, quoteIdent, rpcStatement } from "./_sql.ts";
+
+/** What the RPC handler needs from the gateway. */
+export interface RpcContext {
+  config: GatewayConfig;
+  sql: Sql;
+  cache: SchemaCache;
+  admission: Admission;
+}
+
+const MAX_BODY_BYTES = 10 * 1024 * 1024;
+const RESERVED = new Set(["select", "columns", "on_conflict"]);
+const RESERVED_SUFFIX = new Set(["order", "limit", "offset", "and", "or"]);
+/** PostgREST's filter operators: a query value starting with one is a filter, not an argument. */
+const OPERATORS = new Set(
+  ("eq gte gt lte lt neq like ilike cs cd ov sl sr nxr nxl adj match imatch " +
+    "fts plfts phfts wfts not is in isdistinct").split(" "),
+);
+
+type Accept = { single: boolean; stripNulls: boolean };
+
+/** Picks the response media type from `Accept`, as PostgREST's content negotiation does. */
+function negotiate(accept: string | null): Accept {
+  if (!accept) return { single: false, stripNulls: false };
+  const ranges = accept.split(",").map((r) => r.trim()).filter(Boolean);
+  for (const range of ranges) {
+    const [type, ...params] = range.split(";").map((p) => p.trim().toLowerCase());
+    const stripNulls = params.includes("nulls=stripped");
+    if (type === "application/json" || type === "*/*" || type === "application/*") {
+      return { single: false, stripNulls: false };
+    }
+    if (type === "application/vnd.pgrst.object+json" || type === "application/vnd.pgrst.object") {
+      return { single: true, stripNulls };
+    }
+    if (type === "application/vnd.pgrst.array+json" || type === "application/vnd.pgrst.array") {
+      return { single: false, stripNulls };
+    }
+  }
+  throw mediaTypeError(ranges);
+}
+
+/** PostgREST's `hasOperator || hasFtsOperator` on a query-string value. */
+function hasOperator(value: string): boolean {
+  const parts = value.split(".");
+  if (parts[0] === "not") return parts.length > 1;
+  return OPERATORS.has(parts[0]) || /^(fts|plfts|phfts|wfts)\(/.test(value);
+}
+
+/** Splits the query string into RPC arguments (GET) and rejects what is not implemented. */
+function queryArguments(url: URL, isRead: boolean): Map<string, string[]> {
+  const args = new Map<string, string[]>();
+  for (const [key, value] of url.searchParams) {
+    if (key === "apikey") continue; // Kong's key-auth credential, not an argument
+    const last = key.split(".").at(-1)!;
+    if (key === "select") {
+      if (value.trim() !== "*" && value.trim() !== "") {
+        throw notImplemented(`The local gateway does not shape RPC results (select=${value})`);
+      }
+      continue;
+    }
+    if (RESERVED.has(key) || RESERVED_SUFFIX.has(last)) {
+      throw notImplemented(`The local gateway does not support the "${key}" parameter on RPC`);
+    }
+    if (key.includes(".") || hasOperator(value)) {
+      throw notImplemented(`The local gateway does not filter RPC results (${key}=${value})`);
+    }
+    if (isRead) args.set(key, [...(args.get(key) ?? []), value]);
+  }
+  return args;
+}
+
+async function readBody(req: Request): Promise<string> {
+  const length = Number(req.headers.get("content-length") ?? 0);
+  if (length > MAX_BODY_BYTES) {
+    throw new ApiError(413, {
+      code: "PGRST102",
+      message: `Request body larger than ${MAX_BODY_BYTES} bytes`,
+      details: null,
+      hint: null,
+    });
+  }
+  return await req.text();
+}
+
+interface Payload {
+  keys: Set<string>;
+  /** JSON text bound to the arguments (the raw body for POST). */
+  json: string;
+}
+
+async function postPayload(req: Request): Promise<Payload> {
+  const contentType = (req.headers.get("content-type") ?? "application/json").split(";")[0]
+    .trim().toLowerCase();
+  if (contentType !== "application/json" && contentType !== "") {
+    throw invalidBody(`Content-Type not acceptable: ${contentType}`);
+  }
+  const text = await readBody(req);
+  if (text.trim() === "") return { keys: new Set(), json: "{}" };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalidBody();
+  }
+  const keys = typeof value === "object" && value !== null && !Array.isArray(value)
+    ? new Set(Object.keys(value))
+    : new Set<string>();
+  return { keys, json: text };
+}
+
+function getPayload(args: Map<string, string[]>): Payload {
+  const obj: Record<string, string | string[]> = {};
+  for (const [k, v] of args) obj[k] = v.length === 1 ? v[0] : v;
+  return { keys: new Set(args.keys()), json: JSON.stringify(obj) };
+}
+
+function preferCount(prefer: string | null): boolean {
+  return !!prefer && /(^|[\s,])count=(exact|planned|estimated)\b/.test(prefer);
+}
+
+/** PostgREST's `request.headers`: lower-case names (Headers already are). */
+function headersJson(req: Request): string {
+  const obj: Record<string, string> = {};
+  req.headers.forEach((value, key) => obj[key] = value);
+  return JSON.stringify(obj);
+}
+
+function cookiesJson(req: Request): string {
+  const header = req.headers.get("cookie");
+  if (!header) return "{}";
+  const obj: Record<string, string> = {};
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0) obj[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return JSON.stringify(obj);
+}
+
+/** Handles one `/rest/v1/rpc/<fnName>` request for an authenticated caller. */
+export async function handleRpc(
+  req: Request,
+  url: URL,
+  fnName: string,
+  auth: AuthResult,
+  ctx: RpcContext,
+): Promise<Response> {
+  const { config, cache } = ctx;
+  const method = req.method;
+  const isRead = method === "GET" || method === "HEAD";
+  if (!isRead && method !== "POST") throw invalidRpcMethod(method);
+
+  const profile = req.headers.get(isRead ? "accept-profile" : "content-profile");
+  const schema = profile ?? config.schemas[0];
+  if (!config.schemas.includes(schema)) throw unacceptableSchema(schema, config.schemas);
+
+  const accept = negotiate(req.headers.get("accept"));
+  const queryArgs = queryArguments(url, isRead);
+  const payload = isRead ? getPayload(queryArgs) : await postPayload(req);
+  const isJsonPost = !isRead;
+
+  let snapshot = cache.snapshot;
+  if (!snapshot) throw noSchemaCache();
+  let routine = findRoutine(snapshot, schema, fnName, payload.keys, isJsonPost);
+  if (!routine && await cache.reloadOnMiss()) {
+    snapshot = cache.snapshot!;
+    routine = findRoutine(snapshot, schema, fnName, payload.keys, isJsonPost);
+  }
+  if (!routine) throw noRpcError(snapshot, schema, fnName, payload.keys, isJsonPost);
+
+  const args: CallArgs = matchesParams(routine, payload.keys)
+    ? { kind: "named", json: payload.json, keys: [...payload.keys] }
+    : { kind: "whole", json: payload.json };
+
+  const countTotal = preferCount(req.headers.get("prefer"));
+  const searchPath = [schema, ...config.extraSearchPath].map(quoteIdent).join(", ");
+  const settings: [string, string][] = [
+    ["search_path", searchPath],
+    ["role", auth.role],
+    ["request.jwt.claims", auth.claimsJson],
+    ["request.method", method],
+    ["request.path", `/rpc/${fnName}`],
+    ["request.headers", headersJson(req)],
+    ["request.cookies", cookiesJson(req)],
+    ...(snapshot.roleSettings.get(auth.role) ?? []),
+  ];
+  const statement = rpcStatement({
+    readOnly: isRead || routine.volatility !== "v",
+    settings,
+    routine,
+    args,
+    maxRows: config.maxRows,
+    countTotal,
+    stripNulls: accept.stripNulls,
+  });
+
+  let row: { body: string | null; n?: number; total?: number | null };
+  try {
+    const results = await ctx.admission.run(() => ctx.sql.unsafe(statement));
+    const last = (results as unknown as unknown[][]).at(-1)!;
+    row = last[0] as typeof row;
+  } catch (err) {
+    throw fromDbFailure(err, auth.role !== config.anonRole);
+  }
+
+  if (routine.returnsVoid) return new Response(null, { status: 204 });
+
+  let body = row.body ?? "null";
+  let range = countTotal ? "0-0/1" : "0-0/*";
+  if (routine.returnsSet) {
+    const n = row.n ?? 0;
+    const total = countTotal ? String(row.total ?? 0) : "*";
+    range = n > 0 ? `0-${n - 1}/${total}` : `*/${total}`;
+    if (accept.single) {
+      if (n !== 1) throw singularityError(n);
+      body = body.slice(1, -1); // json_agg of one element is "[<element>]"
+    }
+  }
+  const headers: Record<string, string> = {
+    "Content-Type": accept.single
+      ? "application/vnd.pgrst.object+json; charset=utf-8"
+      : "application/json; charset=utf-8",
+    "Content-Range": range,
+  };
+  if (countTotal) headers["Preference-Applied"] = "count=exact";
+  return new Response(method === "HEAD" ? null : body, { status: 200, headers });
+}

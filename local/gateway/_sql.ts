@@ -1,0 +1,126 @@
+/**
+ * The SQL of one RPC request, sent as ONE simple-protocol message: Postgres runs
+ * a multi-statement message as a single implicit transaction (rolled back on
+ * any error), so "one transaction per request" costs one round trip:
+ *
+ * ```sql
+ * set transaction read only;                       -- GET/HEAD, or a stable/immutable function
+ * select set_config('search_path', …, true), set_config('role', 'anon', true),
+ *        set_config('request.jwt.claims', …, true), …;   -- PostgREST's transaction-scoped settings
+ * select to_json("api"."f"("a" := pgrst_args."a"))::text as body
+ *   from json_to_record('{"a":1}'::json) as pgrst_args("a" integer);
+ * ```
+ *
+ * Arguments go through `json_to_record`, as in PostgREST, so JSON and query
+ * string values are coerced to the parameter types by Postgres itself.
+ * Values are inlined as escaped `E'…'` literals (safe whatever
+ * `standard_conforming_strings` is); identifiers come from the catalog and are
+ * double-quoted.
+ *
+ * @module
+ */
+import type { Routine } from "./_schema_cache.ts";
+
+/** Raised for a value that cannot be sent as a SQL literal (a NUL character). */
+export class SqlLiteralError extends Error {
+  override name = "SqlLiteralError";
+}
+
+/** `E'…'` literal: backslashes and quotes doubled. */
+export function quoteLiteral(value: string): string {
+  if (value.includes("\0")) {
+    throw new SqlLiteralError("Cannot send a value containing a NUL character to Postgres");
+  }
+  return `E'${value.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
+}
+
+/** Double-quoted identifier. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** How the request's arguments reach the function. */
+export type CallArgs =
+  /** Named arguments: JSON object text and the keys to bind. */
+  | { kind: "named"; json: string; keys: string[] }
+  /** The whole body to a single unnamed json/jsonb parameter. */
+  | { kind: "whole"; json: string };
+
+/** Everything needed to render the request's SQL. */
+export interface RpcStatement {
+  readOnly: boolean;
+  /** `[name, value]` pairs applied with `set_config(name, value, true)`, in order. */
+  settings: [string, string][];
+  routine: Routine;
+  args: CallArgs;
+  /** `[api] max_rows`: LIMIT on set-returning functions (null = none). */
+  maxRows: number | null;
+  /** `Prefer: count=exact`: also compute the total before max_rows. */
+  countTotal: boolean;
+  /** `nulls=stripped` media type parameter. */
+  stripNulls: boolean;
+}
+
+function callParts(routine: Routine, args: CallArgs): { call: string; from: string | null } {
+  const fn = `${quoteIdent(routine.schema)}.${quoteIdent(routine.name)}`;
+  if (args.kind === "whole") {
+    return { call: `${fn}(${quoteLiteral(args.json)}::${routine.params[0].type})`, from: null };
+  }
+  if (args.keys.length === 0) return { call: `${fn}()`, from: null };
+  const byName = new Map(routine.params.map((p) => [p.name, p]));
+  const params = args.keys.map((k) => byName.get(k)!);
+  const columns = params.map((p) => `${quoteIdent(p.name)} ${p.type}`).join(", ");
+  const named = params.map((p) =>
+    `${p.variadic ? "variadic " : ""}${quoteIdent(p.name)} := pgrst_args.${quoteIdent(p.name)}`
+  ).join(", ");
+  return {
+    call: `${fn}(${named})`,
+    from: `pg_catalog.json_to_record(${quoteLiteral(args.json)}::json) as pgrst_args(${columns})`,
+  };
+}
+
+/**
+ * The main query. Result columns: `body` (JSON text, null for void) and, for
+ * set-returning functions, `n` (rows returned) and `total` (when counted).
+ */
+export function mainQuery(s: RpcStatement): string {
+  const { call, from } = callParts(s.routine, s.args);
+  const strip = (expr: string) => s.stripNulls ? `pg_catalog.json_strip_nulls(${expr})` : expr;
+  const fromClause = from ? ` from ${from}` : "";
+  const r = s.routine;
+  if (r.returnsVoid) return `select (${call})::text as body${fromClause}`;
+  if (!r.returnsSet && !r.returnsComposite) {
+    return `select ${strip(`pg_catalog.to_json(${call})`)}::text as body${fromClause}`;
+  }
+  const item = r.returnsComposite ? `${call} as pgrst_row` : `${call} as pgrst_row(pgrst_scalar)`;
+  const items = from ? `${from}, ${item}` : item;
+  const value = r.returnsComposite ? "pgrst_row" : "pgrst_row.pgrst_scalar";
+  if (!r.returnsSet) {
+    return `select ${strip(`pg_catalog.to_json(${value})`)}::text as body from ${items}`;
+  }
+  const total = s.countTotal ? ", pg_catalog.count(*) over () as pgrst_total" : "";
+  const limit = s.maxRows !== null ? ` limit ${s.maxRows}` : "";
+  return `select pg_catalog.count(*)::int as n, ${
+    s.countTotal ? "pg_catalog.max(pgrst_t.pgrst_total)::int" : "null::int"
+  } as total, ${
+    strip("coalesce(pg_catalog.json_agg(pgrst_t.pgrst_value), '[]')")
+  }::text as body from (select ${value} as pgrst_value${total} from ${items}${limit}) pgrst_t`;
+}
+
+/** The whole request as one multi-statement message (one round trip, one transaction). */
+export function rpcStatement(s: RpcStatement): string {
+  const parts: string[] = [];
+  if (s.readOnly) parts.push("set transaction read only");
+  if (s.settings.length) {
+    parts.push(
+      `select ${
+        s.settings.map(([k, v]) =>
+          `pg_catalog.set_config(${quoteLiteral(k)}, ${quoteLiteral(v)}, true)`
+        )
+          .join(", ")
+      }`,
+    );
+  }
+  parts.push(mainQuery(s));
+  return parts.join(";\n");
+}

@@ -1,0 +1,38 @@
+/**
+ * Entry point of the local API gateway (PostgREST + Supabase API proxy + Edge
+ * Runtime stand-in): `deno run -A local/gateway/main.ts` serves on
+ * 127.0.0.1:$GATEWAY_PORT (54321).
+ *
+ * Environment: `GATEWAY_PORT`, `GATEWAY_DB_URL` (default: the `authenticator`
+ * role), `JWT_SECRET`, `GATEWAY_POOL_SIZE` (8), `GATEWAY_MAX_QUEUE` (pool × 16),
+ * `GATEWAY_QUEUE_TIMEOUT_MS` (2000), `GATEWAY_CONFIG` (supabase/config.toml),
+ * `GATEWAY_LOG=1` for one JSON line per request.
+ *
+ * @example
+ * import { serveGateway } from "./local/gateway/main.ts";
+ * const gw = await serveGateway({ port: 54399 });
+ * await gw.shutdown();
+ *
+ * @module
+ */
+import { serveGateway } from "./server.ts";
+
+export { serveGateway } from "./server.ts";
+export type { Gateway, GatewayOptions } from "./server.ts";
+
+if (import.meta.main) {
+  let gateway;
+  try {
+    gateway = await serveGateway();
+  } catch (err) {
+    console.error("Gateway failed to start:", err instanceof Error ? err.message : err);
+    Deno.exit(1);
+  }
+  console.log(`Gateway listening on ${gateway.url} (/rest/v1, /functions/v1, /health)`);
+  const stop = async () => {
+    await gateway.shutdown();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}

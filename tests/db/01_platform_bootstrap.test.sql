@@ -1,0 +1,107 @@
+-- The local Supabase platform bootstrap (sql/supabase_platform.sql) mirrors
+-- Supabase: the API roles and their attributes, per-role statement timeouts,
+-- auth.uid()/auth.role()/auth.jwt() reading PostgREST's request.jwt.claims, and
+-- extensions living in their own schema. Migrations and the gateway rely on it.
+begin;
+select plan(32);
+
+-- Roles --------------------------------------------------------------------------
+select has_role('anon', 'The anon role exists');
+select has_role('authenticated', 'The authenticated role exists');
+select has_role('service_role', 'The service_role role exists');
+select has_role('authenticator', 'The authenticator role exists');
+
+select is(
+  (select rolcanlogin from pg_roles where rolname = 'authenticator'),
+  true,
+  'authenticator is the only API role that can log in'
+);
+select is(
+  (select count(*)::int from pg_roles
+    where rolname in ('anon', 'authenticated', 'service_role') and rolcanlogin),
+  0,
+  'anon, authenticated and service_role cannot log in directly'
+);
+select is(
+  (select count(*)::int from pg_roles
+    where rolname in ('anon', 'authenticated', 'service_role', 'authenticator') and rolinherit),
+  0,
+  'API roles are NOINHERIT: privileges only apply after SET ROLE'
+);
+select is(
+  (select array_agg(rolname::text order by rolname) from pg_roles
+    where rolname in ('anon', 'authenticated', 'service_role', 'authenticator') and rolbypassrls),
+  array['service_role'],
+  'Only service_role bypasses row level security'
+);
+select isnt_superuser('authenticator', 'authenticator is not a superuser');
+select isnt_superuser('anon', 'anon is not a superuser');
+select isnt_superuser('authenticated', 'authenticated is not a superuser');
+select isnt_superuser('service_role', 'service_role is not a superuser');
+
+select is_member_of('anon', array['authenticator'], 'authenticator can switch to anon');
+select is_member_of('authenticated', array['authenticator'], 'authenticator can switch to authenticated');
+select is_member_of('service_role', array['authenticator'], 'authenticator can switch to service_role');
+
+-- Statement timeouts, as on Supabase (applied by PostgREST on role switch) --------
+select ok(
+  (select 'statement_timeout=3s' = any(setconfig)
+    from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+    where r.rolname = 'anon' and s.setdatabase = 0),
+  'anon requests time out after 3 s'
+);
+select ok(
+  (select 'statement_timeout=8s' = any(setconfig)
+    from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+    where r.rolname = 'authenticated' and s.setdatabase = 0),
+  'authenticated requests time out after 8 s'
+);
+select ok(
+  (select setconfig @> array['statement_timeout=8s', 'lock_timeout=8s']
+    from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+    where r.rolname = 'authenticator' and s.setdatabase = 0),
+  'authenticator sessions have an 8 s statement and lock timeout'
+);
+
+-- auth.* helpers read request.jwt.claims ------------------------------------------
+do $$ begin
+  perform set_config('request.jwt.claims',
+    '{"sub": "00000000-0000-4000-8000-00000000d00d", "role": "authenticated", "email": "ops@example.test"}',
+    true);
+end $$;
+select is(auth.uid(), '00000000-0000-4000-8000-00000000d00d'::uuid,
+  'auth.uid() is the sub claim of request.jwt.claims');
+select is(auth.role(), 'authenticated', 'auth.role() is the role claim');
+select is(auth.email(), 'ops@example.test', 'auth.email() is the email claim');
+select is(auth.jwt() ->> 'email', 'ops@example.test', 'auth.jwt() returns the whole claims object');
+
+do $$ begin perform set_config('request.jwt.claims', '', true); end $$;
+select is(auth.uid(), null, 'auth.uid() is null without claims (an anonymous request)');
+select is(auth.jwt(), null, 'auth.jwt() is null without claims');
+
+select function_privs_are('auth', 'uid', array[]::text[], 'anon', array['EXECUTE'],
+  'anon may call auth.uid()');
+select function_privs_are('auth', 'jwt', array[]::text[], 'authenticated', array['EXECUTE'],
+  'authenticated may call auth.jwt()');
+select function_privs_are('auth', 'role', array[]::text[], 'service_role', array['EXECUTE'],
+  'service_role may call auth.role()');
+
+-- Extensions live in schema extensions ----------------------------------------------
+select has_schema('extensions', 'Schema extensions exists');
+select is(
+  (select array_agg(extname::text order by extname) from pg_extension
+    where extnamespace = 'extensions'::regnamespace),
+  array['pg_stat_statements', 'pgcrypto', 'pgtap', 'plpgsql_check'],
+  'pgcrypto, pg_stat_statements, pgTAP and plpgsql_check are installed in schema extensions'
+);
+select schema_privs_are('extensions', 'anon', array['USAGE'],
+  'anon can use (not create in) schema extensions');
+select schema_privs_are('extensions', 'authenticated', array['USAGE'],
+  'authenticated can use (not create in) schema extensions');
+select ok(
+  current_setting('shared_preload_libraries') ~ '\mpg_cron\M',
+  'pg_cron is preloaded, as on Supabase'
+);
+
+select * from finish();
+rollback;

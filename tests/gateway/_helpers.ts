@@ -1,0 +1,69 @@
+/**
+ * Shared setup of the gateway tests: a throwaway set of `api.gw_test_*`
+ * functions created with the superuser URL (and dropped afterwards), a gateway
+ * started on a spare port against the fixture config, and supabase-js clients.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { createClient } from "@supabase/supabase-js";
+import { ANON_KEY, DB_URL } from "../../local/env.ts";
+import { type Gateway, type GatewayOptions, serveGateway } from "../../local/gateway/main.ts";
+
+/** The fixture config.toml (exposes `api`, max_rows = 50, test functions). */
+export const FIXTURE_CONFIG = fileURLToPath(
+  new URL("./fixtures/supabase/config.toml", import.meta.url),
+);
+
+/** Opens a superuser connection, runs `fn`, closes it. */
+export async function withSuperuser<T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
+  try {
+    return await fn(sql);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** Runs a SQL script (several statements) as the superuser. */
+export async function runSql(script: string): Promise<void> {
+  await withSuperuser((sql) => sql.unsafe(script).then(() => undefined));
+}
+
+/** Starts a gateway for the tests on `port` with the fixture config. */
+export async function startGateway(
+  port: number,
+  options: GatewayOptions = {},
+): Promise<Gateway> {
+  return await serveGateway({ port, configPath: FIXTURE_CONFIG, log: false, ...options });
+}
+
+/**
+ * A supabase-js client as an app would create it, pointed at the gateway.
+ * `accessToken` becomes `Authorization: Bearer …` (a signed-in user); without
+ * it supabase-js sends the anon key, as in a browser before sign-in.
+ */
+export function client(url: string, accessToken?: string) {
+  return createClient(url, ANON_KEY, {
+    db: { schema: "api" },
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    global: accessToken ? { headers: { Authorization: `Bearer ${accessToken}` } } : {},
+  });
+}
+
+/** `fetch` that always consumes the body (Deno's test sanitizer requires it). */
+export async function request(
+  url: string,
+  init: RequestInit = {},
+): Promise<{ status: number; headers: Headers; text: string; json: unknown }> {
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  let json: unknown = undefined;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON: callers assert on text
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
