@@ -52,9 +52,9 @@ comment on function app.raise_error is
 create function app.error_result(code text, message text, status integer, details jsonb default null)
 returns jsonb
 language sql immutable
-set search_path = ''
 as $$
-  select jsonb_build_object('ok', false, 'error', jsonb_build_object(
+  -- No SET clause, so the planner inlines it; names resolve in pg_catalog.
+  select pg_catalog.jsonb_build_object('ok', false, 'error', pg_catalog.jsonb_build_object(
     'code', code, 'message', message, 'status', status, 'details', details))
 $$;
 

@@ -18,6 +18,12 @@
 --
 -- These are internal helpers for the api.* RPCs: execute is revoked from PUBLIC
 -- (the default privileges of schema app already do so; the revokes say it here).
+-- normalize_code and format_code sit on the redeem hot path, so they carry no
+-- SET clause: a SQL function with one can't be inlined and pays a GUC save and
+-- restore per call. They stay safe under any search_path: every function in them
+-- is schema-qualified, pg_catalog's operators are found first unless a caller
+-- deliberately lists pg_catalog after its own schema, and they are not security
+-- definer (when inlined into a definer RPC they run under its empty search_path).
 
 -- app.normalize_code ------------------------------------------------------------
 -- One translate(): ASCII lower case → upper case; o/O → 0, i/I/l/L → 1; separators
@@ -29,7 +35,6 @@ create function app.normalize_code(input text)
 returns text
 language sql
 immutable strict parallel safe
-set search_path = ''
 as $$
   select pg_catalog.translate(
     input,
@@ -86,7 +91,6 @@ create function app.format_code(code text)
 returns text
 language sql
 immutable strict parallel safe
-set search_path = ''
 as $$
   select case
     when pg_catalog.length(code) = 15 then

@@ -149,8 +149,6 @@ create index vouchers_issued_expires_at_idx on app.vouchers (expires_at)
 -- Keyset pagination of list_vouchers by campaign or by batch.
 create index vouchers_campaign_id_id_idx on app.vouchers (campaign_id, id);
 create index vouchers_batch_id_id_idx on app.vouchers (batch_id, id);
-create index vouchers_redeemed_station_idx on app.vouchers (redeemed_station_id, redeemed_at)
-  where status = 'redeemed';
 
 comment on table app.vouchers is 'One row per voucher; status issued → redeemed | void | expired. Rows are never deleted.';
 

@@ -1,0 +1,259 @@
+/**
+ * Benchmark (prints, never asserts): station redeem throughput and latency.
+ *
+ * In one run, on the same database:
+ *  (a) `api.redeem_voucher` called directly over SQL by 8 connections, each call
+ *      one transaction exactly as the gateway sends it (role + JWT claims + call);
+ *  (b) the same RPC through the gateway (HTTP, JWT verification, pool) at a fixed
+ *      arrival rate (default 500/s for 30 s), open model: requests start on
+ *      schedule whether or not earlier ones finished, so queueing shows up in
+ *      the latency instead of silently lowering the rate;
+ *  (c) `pgbench` with a single-row `UPDATE … WHERE id = :id` at the same
+ *      concurrency: the floor for a one-row write transaction on this machine.
+ * Prints throughput and p50/p95/p99 for each and the ratio (a)/(c).
+ *
+ * Usage: deno run -A perf/bench/redeem.ts [--seconds 15] [--rate 500] [--rate-seconds 30]
+ *
+ * @module
+ */
+import postgres from "postgres";
+import { parseArgs } from "node:util";
+import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    seconds: { type: "string", default: "15" },
+    rate: { type: "string", default: "500" },
+    "rate-seconds": { type: "string", default: "30" },
+    connections: { type: "string", default: "8" },
+  },
+});
+const SECONDS = Number(args.seconds);
+const RATE = Number(args.rate);
+const RATE_SECONDS = Number(args["rate-seconds"]);
+const CONNECTIONS = Number(args.connections);
+
+function percentiles(
+  samples: number[],
+): { p50: number; p95: number; p99: number; max: number } {
+  const s = Float64Array.from(samples).sort();
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: s[s.length - 1] };
+}
+
+function line(
+  label: string,
+  n: number,
+  seconds: number,
+  lat: number[],
+  errors = 0,
+): number {
+  const p = percentiles(lat);
+  const rate = n / seconds;
+  console.log(
+    `${label.padEnd(34)} ${rate.toFixed(0).padStart(6)}/s  p50 ${
+      p.p50.toFixed(2)
+    } ms  p95 ${p.p95.toFixed(2)} ms  p99 ${p.p99.toFixed(2)} ms  max ${
+      p.max.toFixed(1)
+    } ms  errors ${errors}`,
+  );
+  return rate;
+}
+
+/** A SQL string literal (standard_conforming_strings is on). */
+function literal(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+const sql = postgres(DB_URL, { max: CONNECTIONS + 2, onnotice: () => {} });
+
+/** A station, an operator and `n` fresh vouchers to redeem. */
+async function fixtures(n: number) {
+  const tag = crypto.randomUUID().slice(0, 8).toUpperCase();
+  const [station] = await sql`
+    insert into app.stations (code, name) values (${
+    "BENCH-" + tag
+  }, 'Bench') returning id`;
+  const [user] = await sql`insert into auth.users (email) values (${
+    tag + "@bench"
+  }) returning id`;
+  await sql`insert into app.staff (user_id, role, station_id) values (${user.id}, 'station_operator', ${station.id})`;
+  const [campaign] = await sql`
+    insert into app.campaigns (name, amount_minor, currency, starts_at)
+    values (${
+    "bench redeem " + tag
+  }, 1000, 'KES', now() - interval '1 hour') returning id`;
+  await sql`select app.issue_batch(${campaign.id}, ${n})`;
+  const codes = await sql`
+    select app.format_code(code) as code from app.vouchers
+    where campaign_id = ${campaign.id} order by id`;
+  return {
+    userId: user.id as string,
+    codes: codes.map((r) => r.code as string),
+  };
+}
+
+async function direct(userId: string, codes: string[]) {
+  const claims = JSON.stringify({ sub: userId, role: "authenticated" });
+  const latencies: number[] = [];
+  let next = 0;
+  let errors = 0;
+  const deadline = performance.now() + SECONDS * 1000;
+  const worker = async () => {
+    while (performance.now() < deadline && next < codes.length) {
+      const code = codes[next++];
+      const t0 = performance.now();
+      try {
+        // One simple-protocol message, one implicit transaction: what the gateway sends.
+        await sql.unsafe(
+          `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
+            literal(claims)
+          }, true); select api.redeem_voucher(${literal(code)}, ${
+            literal(crypto.randomUUID())
+          })`,
+        ).simple();
+        latencies.push(performance.now() - t0);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+  return {
+    n: latencies.length,
+    seconds: (performance.now() - t0) / 1000,
+    latencies,
+    errors,
+  };
+}
+
+async function gateway(userId: string, codes: string[]) {
+  const jwt = await mintJwt({ sub: userId });
+  const total = Math.min(codes.length, RATE * RATE_SECONDS);
+  const latencies: number[] = [];
+  const statuses = new Map<number, number>();
+  const intervalMs = 1000 / RATE;
+  const t0 = performance.now();
+  const inflight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = t0 + i * intervalMs;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    inflight.push((async () => {
+      // Latency is measured from the scheduled start: lateness counts.
+      const res = await fetch(`${API_URL}/rest/v1/rpc/redeem_voucher`, {
+        method: "POST",
+        headers: {
+          apikey: ANON_KEY,
+          Authorization: `Bearer ${jwt}`,
+          "Content-Type": "application/json",
+          "Content-Profile": "api",
+        },
+        body: JSON.stringify({
+          code: codes[i],
+          idempotency_key: crypto.randomUUID(),
+        }),
+      });
+      await res.arrayBuffer();
+      latencies.push(performance.now() - due);
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    })());
+  }
+  await Promise.all(inflight);
+  const seconds = (performance.now() - t0) / 1000;
+  const errors = [...statuses].filter(([s]) => s !== 200).reduce(
+    (n, [, c]) => n + c,
+    0,
+  );
+  return { n: latencies.length, seconds, latencies, errors, statuses };
+}
+
+async function pgbench() {
+  await sql`drop table if exists public.bench_update_floor`;
+  await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
+  await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
+  await sql`vacuum analyze public.bench_update_floor`;
+  const dir = await Deno.makeTempDir();
+  const script = `${dir}/update.sql`;
+  await Deno.writeTextFile(
+    script,
+    "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
+  );
+  const out = await new Deno.Command("/usr/lib/postgresql/15/bin/pgbench", {
+    args: [
+      "-n",
+      "-c",
+      String(CONNECTIONS),
+      "-j",
+      "2",
+      "-T",
+      String(SECONDS),
+      "-f",
+      script,
+      "-l",
+      "--log-prefix",
+      `${dir}/log`,
+      DB_URL,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const latencies: number[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.name.startsWith("log")) continue;
+    for (
+      const row of (await Deno.readTextFile(`${dir}/${entry.name}`)).split("\n")
+    ) {
+      const us = Number(row.split(" ")[2]); // client_id transaction_no time(us) …
+      if (Number.isFinite(us) && row) latencies.push(us / 1000);
+    }
+  }
+  await Deno.remove(dir, { recursive: true });
+  await sql`drop table public.bench_update_floor`;
+  const tps = Number(text.match(/tps = ([\d.]+)/)?.[1] ?? NaN);
+  return { n: latencies.length, seconds: latencies.length / tps, latencies };
+}
+
+try {
+  const directRun = await fixtures(
+    Math.max(200_000, CONNECTIONS * 4000 * SECONDS / 10),
+  );
+  const gatewayRun = await fixtures(RATE * RATE_SECONDS);
+  await sql`checkpoint`;
+
+  console.log(
+    `redeem benchmark: ${CONNECTIONS} connections, ${SECONDS} s direct/pgbench, gateway ${RATE}/s for ${RATE_SECONDS} s`,
+  );
+  const c = await pgbench();
+  const floor = line(
+    "(c) pgbench 1-row UPDATE (floor)",
+    c.n,
+    c.seconds,
+    c.latencies,
+  );
+  const a = await direct(directRun.userId, directRun.codes);
+  const rateA = line(
+    "(a) redeem_voucher direct SQL",
+    a.n,
+    a.seconds,
+    a.latencies,
+    a.errors,
+  );
+  const b = await gateway(gatewayRun.userId, gatewayRun.codes);
+  line(
+    `(b) redeem_voucher via gateway @${RATE}/s`,
+    b.n,
+    b.seconds,
+    b.latencies,
+    b.errors,
+  );
+  console.log(
+    `    gateway statuses: ${JSON.stringify(Object.fromEntries(b.statuses))}`,
+  );
+  console.log(`ratio (a)/(c) = ${(rateA / floor).toFixed(2)}  (target >= 0.5)`);
+} finally {
+  await sql.end();
+}
