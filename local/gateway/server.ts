@@ -25,7 +25,7 @@ import { Admission } from "./_pool.ts";
 import { handleRpc, type RpcContext } from "./_rpc.ts";
 import { SchemaCache } from "./_schema_cache.ts";
 import { SqlLiteralError } from "./_sql.ts";
-import { ANON_KEY, SERVICE_ROLE_KEY } from "../env.ts";
+import { ANON_KEY, DB_URL, SERVICE_ROLE_KEY } from "../env.ts";
 
 export type { GatewayOptions };
 
@@ -77,7 +77,7 @@ function setFunctionEnvDefaults(url: string): void {
     SUPABASE_URL: url,
     SUPABASE_ANON_KEY: ANON_KEY,
     SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
-    SUPABASE_DB_URL: "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
+    SUPABASE_DB_URL: DB_URL,
   };
   for (const [name, value] of Object.entries(defaults)) {
     if (Deno.env.get(name) === undefined) Deno.env.set(name, value);
