@@ -18,6 +18,9 @@ import {
   FAKE_WABA_URL,
   mintJwt,
   SERVICE_ROLE_KEY,
+  WABA_ACCESS_TOKEN,
+  WABA_APP_SECRET,
+  WABA_VERIFY_TOKEN,
 } from "./env.ts";
 
 const PID_DIR = join(cluster.LOCAL_DIR, "pids");
@@ -28,10 +31,23 @@ interface Service {
   name: string;
   script: string;
   healthUrl?: string;
+  /** Environment the service gets on top of ours (what `supabase secrets set` gives on Supabase). */
+  env?: Record<string, string>;
 }
 
 export const SERVICES: Service[] = [
-  { name: "gateway", script: "local/gateway/main.ts", healthUrl: `${API_URL}/health` },
+  {
+    name: "gateway",
+    script: "local/gateway/main.ts",
+    healthUrl: `${API_URL}/health`,
+    // The Edge Functions it hosts talk to the fake WhatsApp API.
+    env: {
+      WABA_BASE_URL: FAKE_WABA_URL,
+      WABA_ACCESS_TOKEN,
+      WABA_APP_SECRET,
+      WABA_VERIFY_TOKEN,
+    },
+  },
   { name: "fake-waba", script: "local/fake_waba/main.ts", healthUrl: `${FAKE_WABA_URL}/_fake/stats` },
   { name: "dispatch-ticker", script: "local/dispatch_ticker.ts" },
 ];
@@ -82,7 +98,7 @@ async function startService(service: Service): Promise<void> {
       "-A",
       join(cluster.ROOT, service.script),
     ],
-    env: { LOG: log },
+    env: { ...service.env, LOG: log },
     cwd: cluster.ROOT,
     stdin: "null",
     stdout: "null",
