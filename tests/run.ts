@@ -3,8 +3,9 @@
  *
  * 1. brings the local stack up (idempotent; the same as `deno task start`),
  * 2. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
- * 3. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 4. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ * 3. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
+ * 4. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
+ * 5. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
  * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
@@ -64,6 +65,19 @@ async function dbLint(): Promise<Tally> {
   return { suite: "db lint", passed: ok ? 1 : 0, failed: ok ? 0 : 1 };
 }
 
+/** The k6 entry files type-check against @types/k6 (ops run them with their own k6). */
+async function k6Types(): Promise<Tally> {
+  console.log("\n== k6 entry files: tsc against @types/k6 ==");
+  const k6Dir = join(ROOT, "perf", "k6");
+  try {
+    await Deno.stat(join(k6Dir, "node_modules", "@types", "k6"));
+  } catch {
+    await exec(["npm", "ci", "--prefix", k6Dir, "--no-audit", "--no-fund"]);
+  }
+  const { code } = await exec([join(k6Dir, "node_modules", ".bin", "tsc"), "-p", k6Dir]);
+  return { suite: "k6 types", passed: code === 0 ? 1 : 0, failed: code === 0 ? 0 : 1 };
+}
+
 async function pgTap(): Promise<Tally> {
   console.log("\n== pgTAP (tests/db) ==");
   const files = [];
@@ -94,7 +108,7 @@ async function denoTests(): Promise<Tally> {
 
 if (import.meta.main) {
   await start({ quiet: true });
-  const tallies = [await dbLint(), await pgTap(), await denoTests()];
+  const tallies = [await dbLint(), await k6Types(), await pgTap(), await denoTests()];
   console.log("");
   for (const t of tallies) console.log(`${t.suite.padEnd(10)} ${t.passed} passed, ${t.failed} failed`);
   const passed = tallies.reduce((n, t) => n + t.passed, 0);

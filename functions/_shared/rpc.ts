@@ -1,0 +1,189 @@
+/**
+ * Typed calls to the dispatch-queue RPCs the Edge Functions use
+ * (`supabase/migrations/20261128000500_dispatch.sql`), over the direct
+ * connection of `db.ts` as `service_role` (see there why not over HTTP).
+ * Arguments are passed by name with explicit types (JSON goes as `$n::text::jsonb`:
+ * postgres.js would JSON-encode a string a second time for a parameter the server
+ * describes as jsonb); results are checked with
+ * zod, so a migration that changes a shape fails loudly here, not deep in a loop.
+ *
+ * @example
+ * const db = getDb();
+ * const claimed = await claimMessages(db, { max: 50, leaseSeconds: 60, worker: "dispatch-1" });
+ * await reportMessageResults(db, [{ message_id: claimed[0].message_id, outcome: "sent", wamid }], "dispatch-1");
+ *
+ * @module
+ */
+import { z } from "zod";
+import { asServiceRole, type Sql } from "./db.ts";
+
+/** One message leased by `api.claim_messages`. */
+export const ClaimedMessageSchema = z.object({
+  message_id: z.union([z.number().int(), z.string().regex(/^\d{1,18}$/)]),
+  campaign_id: z.string(),
+  channel_id: z.string(),
+  phone_number_id: z.string().min(1),
+  to: z.string().min(1),
+  template_name: z.string().min(1),
+  template_language: z.string().min(1),
+  body_parameters: z.array(z.string()),
+  attempt: z.number().int().min(1),
+  lease_owner: z.string(),
+  lease_expires_at: z.string(),
+});
+export type ClaimedMessage = z.infer<typeof ClaimedMessageSchema>;
+
+/** What the dispatcher reports per message to `api.report_message_results`. */
+export type MessageResult =
+  | { message_id: number | string; outcome: "sent"; wamid: string }
+  | {
+    message_id: number | string;
+    outcome: "retry";
+    error_code: string;
+    error_message?: string;
+    retry_after_seconds?: number;
+  }
+  | { message_id: number | string; outcome: "failed"; error_code: string; error_message?: string };
+
+/** Counts returned by `api.report_message_results`; `stale` = reports whose lease was gone. */
+export const ReportSummarySchema = z.object({
+  applied: z.number().int(),
+  stale: z.number().int(),
+  sent: z.number().int(),
+  retried: z.number().int(),
+  failed: z.number().int(),
+  dead: z.number().int(),
+  cancelled: z.number().int(),
+});
+export type ReportSummary = z.infer<typeof ReportSummarySchema>;
+
+/** One webhook status for `api.record_waba_statuses`. */
+export interface StatusItem {
+  wamid: string;
+  status: string;
+  /** Unix seconds as WhatsApp sends them. */
+  timestamp?: string;
+  error_code?: string;
+  error_message?: string;
+}
+
+/** Counts returned by `api.record_waba_statuses`. */
+export const StatusSummarySchema = z.object({
+  applied: z.number().int(),
+  ignored: z.number().int(),
+  unknown: z.number().int(),
+});
+export type StatusSummary = z.infer<typeof StatusSummarySchema>;
+
+/** Result of `api.record_opt_out`. */
+export const OptOutResultSchema = z.object({
+  msisdn: z.string(),
+  opted_out: z.boolean(),
+  created: z.boolean(),
+  cancelled_messages: z.number().int(),
+});
+export type OptOutResult = z.infer<typeof OptOutResultSchema>;
+
+/** The most items `report_message_results` and `record_waba_statuses` take per call. */
+export const RPC_BATCH_LIMIT = 1000;
+
+/** Thrown when an RPC answers with a shape this module does not know (a contract drift). */
+export class RpcShapeError extends Error {
+  override readonly name = "RpcShapeError";
+}
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, fn: string): T {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new RpcShapeError(
+      `api.${fn} returned an unexpected shape: ${
+        parsed.error.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")
+      }`,
+    );
+  }
+  return parsed.data;
+}
+
+async function call(db: Sql, sql: string, params: unknown[]): Promise<unknown> {
+  const rows = await asServiceRole(db, (tx) => tx.unsafe(sql, params as never[]));
+  return rows[0]?.result;
+}
+
+/**
+ * `api.claim_messages`: leases up to `max` due messages (one channel, or every
+ * active channel when `channelId` is absent), never more than each channel's
+ * token bucket allows.
+ *
+ * @example
+ * await claimMessages(db, { max: 50, leaseSeconds: 60, worker: "dispatch-abc" });
+ */
+export async function claimMessages(
+  db: Sql,
+  opts: { channelId?: string | null; max: number; leaseSeconds: number; worker: string },
+): Promise<ClaimedMessage[]> {
+  const result = await call(
+    db,
+    "select api.claim_messages(channel_id => $1::uuid, max => $2::integer, " +
+      "lease_seconds => $3::integer, worker => $4::text) as result",
+    [opts.channelId ?? null, opts.max, opts.leaseSeconds, opts.worker],
+  );
+  return parse(z.array(ClaimedMessageSchema), result, "claim_messages");
+}
+
+/**
+ * `api.report_message_results`: at most {@link RPC_BATCH_LIMIT} results; only
+ * the lease holder `worker`'s reports count (others come back as `stale`).
+ *
+ * @example
+ * await reportMessageResults(db, [{ message_id: 1, outcome: "retry", error_code: "http_503" }], "dispatch-abc");
+ */
+export async function reportMessageResults(
+  db: Sql,
+  results: readonly MessageResult[],
+  worker: string,
+): Promise<ReportSummary> {
+  const result = await call(
+    db,
+    "select api.report_message_results(results => $1::text::jsonb, worker => $2::text) as result",
+    [JSON.stringify(results), worker],
+  );
+  return parse(ReportSummarySchema, result, "report_message_results");
+}
+
+/**
+ * `api.record_waba_statuses`: at most {@link RPC_BATCH_LIMIT} statuses; repeats
+ * and out-of-order statuses are harmless (monotonic in the database).
+ *
+ * @example
+ * await recordWabaStatuses(db, [{ wamid: "wamid.X", status: "delivered", timestamp: "1700000000" }]);
+ */
+export async function recordWabaStatuses(
+  db: Sql,
+  statuses: readonly StatusItem[],
+): Promise<StatusSummary> {
+  const result = await call(
+    db,
+    "select api.record_waba_statuses(statuses => $1::text::jsonb) as result",
+    [JSON.stringify(statuses)],
+  );
+  return parse(StatusSummarySchema, result, "record_waba_statuses");
+}
+
+/**
+ * `api.record_opt_out`: idempotent global opt-out; cancels the number's queued messages.
+ *
+ * @example
+ * await recordOptOut(db, "+254700000001", "whatsapp_inbound");
+ */
+export async function recordOptOut(
+  db: Sql,
+  msisdn: string,
+  source: string,
+): Promise<OptOutResult> {
+  const result = await call(
+    db,
+    "select api.record_opt_out(msisdn => $1::text, source => $2::text) as result",
+    [msisdn, source],
+  );
+  return parse(OptOutResultSchema, result, "record_opt_out");
+}

@@ -1,0 +1,142 @@
+/**
+ * Small pieces of the functions: trigger options, the caller's role, the
+ * WhatsApp settings and their local defaults, and the verdict table.
+ */
+import assert from "node:assert/strict";
+import { SERVICE_ROLE_KEY } from "../../local/env.ts";
+import * as localEnv from "../../local/env.ts";
+import {
+  callerRole,
+  DISPATCH_DEFAULTS,
+  parseTrigger,
+  TriggerError,
+} from "../../functions/dispatch/_request.ts";
+import { CONFIG_ERROR_RETRY_SECONDS, toOutcome } from "../../functions/dispatch/_outcome.ts";
+import { LOCAL_STACK_DEFAULTS, wabaConfigFromEnv } from "../../functions/_shared/waba_config.ts";
+import { classifyWhatsAppError } from "../../functions/_shared/waba_errors.ts";
+import { message } from "./_fakes.ts";
+
+const post = (query: string, body = "") =>
+  new Request(`http://localhost/dispatch${query}`, { method: "POST", body });
+
+Deno.test("parseTrigger() uses the defaults, then the environment, then the body, then the query", async () => {
+  const none = () => undefined;
+  assert.deepEqual(await parseTrigger(post(""), none), {
+    wait: false,
+    channelId: null,
+    ...DISPATCH_DEFAULTS,
+  });
+  const env = (n: string) =>
+    ({ DISPATCH_BUDGET_MS: "20000", DISPATCH_CONCURRENCY: "8" } as Record<string, string>)[n];
+  const t = await parseTrigger(
+    post("?concurrency=2&wait=1", '{"concurrency": 3, "batch_size": 7, "source": "local-ticker"}'),
+    env,
+  );
+  assert.deepEqual(
+    [t.budgetMs, t.concurrency, t.batchSize, t.wait],
+    [20_000, 2, 7, true],
+  );
+  assert.equal((await parseTrigger(post("", '{"wait": true}'), none)).wait, true);
+  assert.equal((await parseTrigger(post("?wait=0"), none)).wait, false);
+});
+
+Deno.test("parseTrigger() rejects out-of-range options (400) and a broken environment (500)", async () => {
+  for (const q of ["?budget_ms=50", "?concurrency=65", "?lease_seconds=4", "?batch_size=1001"]) {
+    await assert.rejects(
+      parseTrigger(post(q), () => undefined),
+      (e) => e instanceof TriggerError && e.status === 400,
+    );
+  }
+  await assert.rejects(
+    parseTrigger(post(""), (n) => n === "DISPATCH_CONCURRENCY" ? "lots" : undefined),
+    (e) => e instanceof TriggerError && e.status === 500 && /DISPATCH_CONCURRENCY/.test(e.message),
+  );
+});
+
+Deno.test("callerRole() reads the role claim of the bearer JWT", async () => {
+  const withKey = (key: string) =>
+    new Request("http://x", { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(callerRole(withKey(SERVICE_ROLE_KEY)), "service_role");
+  assert.equal(callerRole(withKey(await localEnv.mintJwt({ sub: "u" }))), "authenticated");
+  assert.equal(callerRole(withKey("a.b.c")), null);
+  assert.equal(callerRole(new Request("http://x")), null);
+});
+
+Deno.test("wabaConfigFromEnv() falls back to the local stack only with LOCAL_STACK=1", () => {
+  const empty = wabaConfigFromEnv(() => undefined);
+  assert.equal(empty.local, false);
+  assert.equal(empty.baseUrl, "https://graph.facebook.com");
+  assert.equal(empty.accessTokenFor("1"), undefined);
+  assert.equal(empty.hasAccessToken, false);
+  assert.equal(empty.appSecret, undefined);
+
+  const local = wabaConfigFromEnv((n) => n === "LOCAL_STACK" ? "1" : undefined);
+  assert.equal(local.baseUrl, `http://127.0.0.1:${localEnv.FAKE_WABA_PORT}`);
+  assert.equal(local.accessTokenFor("1"), localEnv.WABA_ACCESS_TOKEN);
+  assert.equal(local.appSecret, localEnv.WABA_APP_SECRET);
+  assert.equal(local.verifyToken, localEnv.WABA_VERIFY_TOKEN);
+
+  const vars: Record<string, string> = {
+    LOCAL_STACK: "1",
+    WABA_ACCESS_TOKEN: "global",
+    WABA_ACCESS_TOKEN_106540352242922: "per-number",
+    WABA_BASE_URL: "https://bsp.example",
+  };
+  const explicit = wabaConfigFromEnv((n) => vars[n]);
+  assert.equal(explicit.accessTokenFor("106540352242922"), "per-number");
+  assert.equal(explicit.accessTokenFor("2"), "global");
+  assert.equal(explicit.baseUrl, "https://bsp.example");
+});
+
+Deno.test("the functions' local defaults are the same values as local/env.ts", () => {
+  // Functions cannot import local/ (it is not deployed); this keeps the copies in step.
+  if (Deno.env.get("WABA_ACCESS_TOKEN")) return; // local/env.ts then reflects the override
+  assert.deepEqual(LOCAL_STACK_DEFAULTS, {
+    accessToken: localEnv.WABA_ACCESS_TOKEN,
+    appSecret: localEnv.WABA_APP_SECRET,
+    verifyToken: localEnv.WABA_VERIFY_TOKEN,
+    baseUrl: localEnv.FAKE_WABA_URL,
+  });
+});
+
+Deno.test("toOutcome(): retryable → retry, config → retry later, permanent → failed", () => {
+  const m = message(9, "+254700000009");
+  const err = (input: Parameters<typeof classifyWhatsAppError>[0]) =>
+    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input) }).result;
+  assert.deepEqual(
+    toOutcome(m, {
+      ok: true,
+      wamid: "wamid.A",
+      waId: "254700000009",
+      httpStatus: 200,
+      latencyMs: 1,
+    }),
+    { result: { message_id: 9, outcome: "sent", wamid: "wamid.A" }, optOut: false },
+  );
+  assert.deepEqual(err({ httpStatus: 429, retryAfterSeconds: 3 }), {
+    message_id: 9,
+    outcome: "retry",
+    error_code: "http_429",
+    error_message: "HTTP 429",
+    retry_after_seconds: 3,
+  });
+  assert.equal(err({ httpStatus: 401, code: 190 }).outcome, "retry");
+  assert.equal(
+    (err({ httpStatus: 401, code: 190 }) as { retry_after_seconds: number }).retry_after_seconds,
+    CONFIG_ERROR_RETRY_SECONDS,
+  );
+  assert.equal(err({ httpStatus: 400, code: 131026 }).outcome, "failed");
+  const optedOut = toOutcome(m, {
+    ok: false,
+    latencyMs: 1,
+    error: classifyWhatsAppError({ httpStatus: 400, code: 131050 }),
+  });
+  assert.equal(optedOut.result.outcome, "failed");
+  assert.equal(optedOut.optOut, true);
+  const invalid = toOutcome(m, {
+    ok: false,
+    latencyMs: 1,
+    error: { kind: "permanent", code: "invalid_response", message: "x", configError: true },
+  });
+  assert.equal(invalid.result.outcome, "failed", "a 2xx we cannot read may have been sent");
+});
