@@ -3,7 +3,8 @@
  *
  * In one run, on the same database:
  *  (a) `api.redeem_voucher` called directly over SQL by 8 connections, each call
- *      one transaction exactly as the gateway sends it (role + JWT claims + call);
+ *      one transaction exactly as the gateway sends it (role + JWT claims + call),
+ *      from pgbench's C client (the floor's client) and, as (a'), from postgres.js;
  *  (b) the same RPC through the gateway (HTTP, JWT verification, pool) at a fixed
  *      arrival rate (default 500/s for 30 s), open model: requests start on
  *      schedule whether or not earlier ones finished, so queueing shows up in
@@ -170,17 +171,10 @@ async function gateway(userId: string, codes: string[]) {
   return { n: latencies.length, seconds, latencies, errors, statuses };
 }
 
-async function pgbench() {
-  await sql`drop table if exists public.bench_update_floor`;
-  await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
-  await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
-  await sql`vacuum analyze public.bench_update_floor`;
+/** Runs a pgbench script at the benchmark's concurrency; per-transaction latencies from its log. */
+async function pgbench(script: string) {
   const dir = await Deno.makeTempDir();
-  const script = `${dir}/update.sql`;
-  await Deno.writeTextFile(
-    script,
-    "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
-  );
+  await Deno.writeTextFile(`${dir}/script.sql`, script);
   const out = await new Deno.Command("/usr/lib/postgresql/15/bin/pgbench", {
     args: [
       "-n",
@@ -191,7 +185,7 @@ async function pgbench() {
       "-T",
       String(SECONDS),
       "-f",
-      script,
+      `${dir}/script.sql`,
       "-l",
       "--log-prefix",
       `${dir}/log`,
@@ -201,6 +195,9 @@ async function pgbench() {
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(`pgbench failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
   const latencies: number[] = [];
   for await (const entry of Deno.readDir(dir)) {
     if (!entry.name.startsWith("log")) continue;
@@ -208,39 +205,87 @@ async function pgbench() {
       const row of (await Deno.readTextFile(`${dir}/${entry.name}`)).split("\n")
     ) {
       const us = Number(row.split(" ")[2]); // client_id transaction_no time(us) …
-      if (Number.isFinite(us) && row) latencies.push(us / 1000);
+      if (row && Number.isFinite(us)) latencies.push(us / 1000);
     }
   }
   await Deno.remove(dir, { recursive: true });
-  await sql`drop table public.bench_update_floor`;
   const tps = Number(text.match(/tps = ([\d.]+)/)?.[1] ?? NaN);
   return { n: latencies.length, seconds: latencies.length / tps, latencies };
 }
 
+/** (c) The floor: a one-row UPDATE by primary key on a 100k-row table. */
+async function updateFloor() {
+  await sql`drop table if exists public.bench_update_floor`;
+  await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
+  await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
+  await sql`vacuum analyze public.bench_update_floor`;
+  try {
+    return await pgbench(
+      "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
+    );
+  } finally {
+    await sql`drop table public.bench_update_floor`;
+  }
+}
+
+/**
+ * (a) redeem_voucher over SQL from pgbench's C client, so the client costs the
+ * same as the floor's: each transaction is the gateway's message (role + claims,
+ * then the call) and takes the next unused code from a numbered list.
+ */
+async function redeemPgbench(userId: string, codes: string[]) {
+  await sql`drop table if exists public.bench_redeem_codes`;
+  await sql`create table public.bench_redeem_codes (id bigint primary key, code text not null)`;
+  await sql`
+    insert into public.bench_redeem_codes
+    select ordinality, code from unnest(${codes}::text[]) with ordinality code`;
+  await sql`create sequence if not exists public.bench_redeem_seq`;
+  await sql`alter sequence public.bench_redeem_seq restart`;
+  await sql`grant select on public.bench_redeem_codes to authenticated`;
+  await sql`grant usage on sequence public.bench_redeem_seq to authenticated`;
+  const claims = JSON.stringify({ sub: userId, role: "authenticated" });
+  try {
+    return await pgbench(
+      `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
+        literal(claims)
+      }, true) \\; select api.redeem_voucher(c.code, gen_random_uuid()::text) from public.bench_redeem_codes c where c.id = (select nextval('public.bench_redeem_seq'));\n`,
+    );
+  } finally {
+    await sql`drop table public.bench_redeem_codes`;
+    await sql`drop sequence public.bench_redeem_seq`;
+  }
+}
+
 try {
-  const directRun = await fixtures(
-    Math.max(200_000, CONNECTIONS * 4000 * SECONDS / 10),
-  );
+  const pgbenchRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
+  const directRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const gatewayRun = await fixtures(RATE * RATE_SECONDS);
   await sql`checkpoint`;
 
   console.log(
-    `redeem benchmark: ${CONNECTIONS} connections, ${SECONDS} s direct/pgbench, gateway ${RATE}/s for ${RATE_SECONDS} s`,
+    `redeem benchmark: ${CONNECTIONS} connections, ${SECONDS} s each for (a) and (c), gateway ${RATE}/s for ${RATE_SECONDS} s`,
   );
-  const c = await pgbench();
+  const c = await updateFloor();
   const floor = line(
     "(c) pgbench 1-row UPDATE (floor)",
     c.n,
     c.seconds,
     c.latencies,
   );
-  const a = await direct(directRun.userId, directRun.codes);
+  const a = await redeemPgbench(pgbenchRun.userId, pgbenchRun.codes);
   const rateA = line(
-    "(a) redeem_voucher direct SQL",
+    "(a) redeem_voucher, pgbench client",
     a.n,
     a.seconds,
     a.latencies,
-    a.errors,
+  );
+  const a2 = await direct(directRun.userId, directRun.codes);
+  line(
+    "(a') redeem_voucher, postgres.js",
+    a2.n,
+    a2.seconds,
+    a2.latencies,
+    a2.errors,
   );
   const b = await gateway(gatewayRun.userId, gatewayRun.codes);
   line(

@@ -17,6 +17,13 @@ grant usage on schema api to anon, authenticated, service_role;
 -- must be the global default: per-schema defaults can only add privileges.
 alter default privileges revoke execute on functions from public;
 
+-- search_path. Every `api` function is `security definer set search_path = ''`.
+-- The `app` helpers those RPCs call on the hot paths (authorisation, idempotency,
+-- redeem, code checks) carry no SET clause of their own: they run inside the
+-- RPC's pinned empty search_path, only the owner can execute them, and every
+-- name in them is schema-qualified. A SET clause costs a GUC save and restore
+-- on every call, which measured ~15% of a redeem. Other helpers keep the pin.
+
 -- Errors --------------------------------------------------------------------
 -- Every business error has a stable machine code, a sentence and an HTTP status.
 -- app.raise_error raises it in PostgREST's custom-error form, so clients get that
@@ -101,7 +108,6 @@ comment on table app.idempotency_keys is
 create function app.idempotency_try_claim(scope text, key text, request jsonb)
 returns jsonb
 language plpgsql
-set search_path = ''
 as $$
 declare
   hash bytea := extensions.digest(request::text, 'sha256');
@@ -134,7 +140,6 @@ $$;
 create function app.idempotency_claim(scope text, key text, request jsonb)
 returns jsonb
 language plpgsql
-set search_path = ''
 as $$
 declare
   claimed jsonb := app.idempotency_try_claim(scope, key, request);
@@ -149,7 +154,6 @@ $$;
 create function app.idempotency_save(scope text, key text, response jsonb)
 returns jsonb
 language sql
-set search_path = ''
 as $$
   update app.idempotency_keys k set response = idempotency_save.response
   where k.scope = idempotency_save.scope and k.key = idempotency_save.key;

@@ -56,7 +56,6 @@ create function app.code_check_char(data text)
 returns text
 language plpgsql
 immutable strict parallel safe
-set search_path = ''
 as $$
 declare
   alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';

@@ -40,7 +40,6 @@ create type app.actor as (user_id uuid, role text, station_id uuid);
 
 create function app.current_actor() returns app.actor
 language plpgsql stable
-set search_path = ''
 as $$
 declare
   actor app.actor;
@@ -58,7 +57,6 @@ $$;
 -- Returns the caller when their role is in `allowed`, else raises not_authorized (403).
 create function app.authorize(allowed text[]) returns app.actor
 language plpgsql stable
-set search_path = ''
 as $$
 declare
   actor app.actor := app.current_actor();

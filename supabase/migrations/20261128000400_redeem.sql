@@ -33,7 +33,6 @@ alter table app.redemptions enable row level security;
 -- a read-only subtransaction (no XID), so it is cheap even for 500 items.
 create function app.try_timestamptz(value text) returns timestamptz
 language plpgsql stable
-set search_path = ''
 as $$
 begin
   return value::timestamptz;
@@ -46,7 +45,6 @@ $$;
 -- or the one an admin / the service role names.
 create function app.redeem_station(actor app.actor, station_id uuid) returns jsonb
 language plpgsql stable
-set search_path = ''
 as $$
 declare
   station app.stations;
@@ -79,7 +77,6 @@ create function app.redeem_one(
   client_redeemed_at timestamptz
 ) returns jsonb
 language plpgsql
-set search_path = ''
 as $$
 declare
   canonical text := app.normalize_code(code);
