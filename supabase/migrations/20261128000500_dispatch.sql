@@ -237,7 +237,7 @@ alter table app.campaign_transitions enable row level security;
 create table app.campaign_targets (
   id bigint generated always as identity primary key,
   campaign_id uuid not null references app.campaigns (id),
-  msisdn text not null check (app.is_e164(msisdn)),
+  msisdn text not null check (msisdn ~ '^\+[1-9][0-9]{6,14}$'),
   -- Extra fields of a target object (e.g. a first name), for {"attribute": …} parameters.
   attributes jsonb not null default '{}'
     check (jsonb_typeof(attributes) = 'object' and length(attributes::text) <= 4000),
@@ -247,13 +247,16 @@ create table app.campaign_targets (
 
 -- The enqueue job walks a campaign's targets in id order from its cursor.
 create index campaign_targets_campaign_id_id_idx on app.campaign_targets (campaign_id, id);
+-- A number's messages (a message has its target's id): opt-out cancellation and
+-- the per-recipient spacing guard.
+create index campaign_targets_msisdn_idx on app.campaign_targets (msisdn);
 
 comment on table app.campaign_targets is 'Recipients of a campaign (E.164), unique per campaign; added while the campaign is a draft.';
 
 alter table app.campaign_targets enable row level security;
 
 create table app.opt_outs (
-  msisdn text primary key check (app.is_e164(msisdn)),
+  msisdn text primary key check (msisdn ~ '^\+[1-9][0-9]{6,14}$'),
   source text not null check (length(source) between 1 and 100),
   created_at timestamptz not null default now()
 );
@@ -265,13 +268,19 @@ alter table app.opt_outs enable row level security;
 
 -- The outbox --------------------------------------------------------------------------------
 
+-- One row per target, and it shares the target's id: a target is messaged at
+-- most once (retries are the same row), with no extra unique index to maintain.
+--
+-- Every status change rewrites the row (status is in index predicates, so no HOT
+-- update), and each index of the table gets a new entry each time. So the table
+-- has few indexes, and the by-recipient lookups (opt-out, spacing guard) go through
+-- campaign_targets(msisdn), which never changes after insert.
 create table app.messages (
-  id bigint generated always as identity primary key,
+  id bigint primary key references app.campaign_targets (id),
   campaign_id uuid not null references app.campaigns (id),
-  target_id bigint not null references app.campaign_targets (id),
   channel_id uuid not null references app.channels (id),
   voucher_id bigint references app.vouchers (id),
-  to_msisdn text not null check (app.is_e164(to_msisdn)),
+  to_msisdn text not null check (to_msisdn ~ '^\+[1-9][0-9]{6,14}$'),
   template_name text not null,
   template_language text not null,
   -- Rendered at enqueue time, so editing a campaign never changes queued messages.
@@ -295,7 +304,6 @@ create table app.messages (
   read_at timestamptz,
   failed_at timestamptz,
   cancelled_at timestamptz,
-  constraint messages_target_id_key unique (target_id),
   constraint messages_lease_fields check (
     (status = 'leased') = (lease_owner is not null and lease_expires_at is not null)),
   constraint messages_sent_has_wamid check (status not in ('sent', 'delivered', 'read') or wamid is not null)
@@ -307,10 +315,10 @@ create index messages_claim_idx on app.messages (channel_id, next_attempt_at, id
 create index messages_lease_expiry_idx on app.messages (lease_expires_at) where status = 'leased';
 -- Webhook lookup.
 create unique index messages_wamid_key on app.messages (wamid) where wamid is not null;
--- Per-campaign state changes (pause, resume, cancel, completion) and stats.
-create index messages_campaign_status_idx on app.messages (campaign_id, status);
--- Opt-out cancellation and the per-recipient spacing guard.
-create index messages_to_msisdn_idx on app.messages (to_msisdn);
+-- A campaign's pending messages (pause, resume, cancel, completion, back-pressure).
+-- Partial: a message leaves it once it is sent, so reports add no entry here.
+create index messages_campaign_pending_idx on app.messages (campaign_id, status)
+  where status in ('queued', 'held', 'leased');
 
 comment on table app.messages is
   'The outbox: one row per campaign target; queued → leased → sent → delivered → read, or failed / dead / cancelled.';
@@ -381,20 +389,6 @@ $$;
 
 comment on function app.backoff_seconds is
   'Retry delay after attempt n: full jitter over least(900, 4^n) seconds (caps 4, 16, 64, 256, 900 s).';
-
--- Where a message goes when it leaves its lease without being sent and may be
--- retried: back to the queue while its campaign dispatches, held while it is
--- paused, cancelled otherwise.
-create function app.requeue_status(campaign_status text) returns text
-language sql immutable parallel safe
-set search_path = ''
-as $$
-  select case
-    when campaign_status = 'dispatching' then 'queued'
-    when campaign_status in ('paused', 'scheduled') then 'held'
-    else 'cancelled'
-  end
-$$;
 
 -- A campaign as the API returns it.
 create function app.campaign_view(c app.campaigns) returns jsonb
@@ -644,10 +638,13 @@ grant execute on function api.create_campaign to authenticated, service_role;
 -- is bounded per call whatever the audience size, a voucher exists only for a
 -- target about to be messaged (a cancelled campaign leaves none behind for targets
 -- it never reached), and opted-out targets cost nothing. The campaign row lock
--- serialises enqueuers of one campaign; messages_target_id_key makes a repeat
--- impossible anyway.
-create function app.enqueue_campaign_chunk(campaign_id uuid, max_targets integer default 5000)
-returns integer
+-- serialises enqueuers of one campaign; the primary key (the target's id) makes a repeat
+-- impossible anyway. `due_at` (default now) is when the messages become claimable.
+create function app.enqueue_campaign_chunk(
+  campaign_id uuid,
+  max_targets integer default 5000,
+  due_at timestamptz default null
+) returns integer
 language plpgsql
 set search_path = ''
 as $$
@@ -659,6 +656,8 @@ declare
   opted boolean[];
   need integer;
   new_batch uuid;
+  kinds text[];
+  vals text[];
 begin
   select * into campaign from app.campaigns c where c.id = enqueue_campaign_chunk.campaign_id for update;
   if not found or campaign.status <> 'dispatching' then
@@ -685,14 +684,33 @@ begin
     new_batch := (app.issue_batch(campaign.id, need, null, campaign.scheduled_by) ->> 'batch_id')::uuid;
   end if;
 
-  insert into app.messages (campaign_id, target_id, channel_id, voucher_id, to_msisdn, template_name,
-                            template_language, body_parameters, status, cancelled_at, last_error_code,
-                            last_error_message)
+  -- Render the campaign's parameters once for the chunk; per message only the
+  -- voucher code and target attributes are filled in.
+  select array_agg(x.kind order by x.i), array_agg(x.value order by x.i)
+    into kinds, vals
+  from (
+    select e.i,
+           case when jsonb_typeof(e.p) = 'string' and e.p #>> '{}' = 'voucher_code' then 'voucher_code'
+                when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then 'attribute'
+                else 'text' end as kind,
+           case when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then e.p ->> 'attribute'
+                else (app.render_body_parameters(jsonb_build_array(e.p), null, campaign.amount_minor,
+                        campaign.currency, campaign.expires_at, campaign.name, '{}'))[1] end as value
+    from jsonb_array_elements(campaign.template_params) with ordinality as e(p, i)
+  ) x;
+
+  insert into app.messages (campaign_id, id, channel_id, voucher_id, to_msisdn, template_name,
+                            template_language, body_parameters, next_attempt_at, status, cancelled_at,
+                            last_error_code, last_error_message)
   select campaign.id, t.id, campaign.channel_id, v.id, t.msisdn, campaign.template_name,
          campaign.template_language,
-         case when t.opted_out then '{}'::text[]
-              else app.render_body_parameters(campaign.template_params, v.code, campaign.amount_minor,
-                     campaign.currency, campaign.expires_at, campaign.name, t.attributes) end,
+         case when t.opted_out or kinds is null then '{}'::text[]
+              else array(select case k.kind when 'voucher_code' then v.display_code
+                                            when 'attribute' then coalesce(t.attributes ->> k.value, '')
+                                            else k.value end
+                         from unnest(kinds, vals) with ordinality as k(kind, value, i)
+                         order by k.i) end,
+         coalesce(due_at, now()),
          case when t.opted_out then 'cancelled' else 'queued' end,
          case when t.opted_out then now() end,
          case when t.opted_out then 'opted_out' end,
@@ -702,11 +720,11 @@ begin
     from unnest(ids, msisdns, attrs, opted) as u(id, msisdn, attributes, opted_out)
   ) t
   left join (
-    select vo.id, vo.code, row_number() over (order by vo.id) as rn
+    select vo.id, app.format_code(vo.code) as display_code, row_number() over (order by vo.id) as rn
     from app.vouchers vo
     where vo.batch_id = new_batch
   ) v on not t.opted_out and v.rn = t.rn
-  on conflict (target_id) do nothing;
+  on conflict (id) do nothing;
 
   update app.campaigns c
   set enqueue_cursor = ids[array_upper(ids, 1)], dispatch_error = null, updated_at = now()
@@ -1089,6 +1107,7 @@ as $$
 declare
   campaign app.campaigns;
   channel app.channels;
+  message_counts jsonb;
 begin
   perform app.authorize(array['admin', 'service']);
   select * into campaign from app.campaigns c where c.id = campaign_stats.campaign_id;
@@ -1096,6 +1115,21 @@ begin
     perform app.raise_error('campaign_not_found', format('Campaign "%s" does not exist.', campaign_id), 404);
   end if;
   select * into channel from app.channels ch where ch.id = campaign.channel_id;
+  -- A message has its target's id: walk the campaign's targets, then the primary key.
+  select jsonb_build_object(
+           'queued', count(*) filter (where m.status = 'queued'),
+           'held', count(*) filter (where m.status = 'held'),
+           'leased', count(*) filter (where m.status = 'leased'),
+           'sent', count(*) filter (where m.status = 'sent'),
+           'delivered', count(*) filter (where m.status = 'delivered'),
+           'read', count(*) filter (where m.status = 'read'),
+           'failed', count(*) filter (where m.status = 'failed'),
+           'dead', count(*) filter (where m.status = 'dead'),
+           'cancelled', count(*) filter (where m.status = 'cancelled'),
+           'sent_last_minute', count(*) filter (where m.sent_at >= now() - interval '1 minute'))
+    into message_counts
+  from app.campaign_targets t join app.messages m on m.id = t.id
+  where t.campaign_id = campaign.id;
 
   return jsonb_build_object(
     'campaign_id', campaign.id,
@@ -1116,20 +1150,8 @@ begin
                  from (select case when v.status = 'issued' and v.expires_at <= now() then 'expired'
                                    else v.status end as s
                        from app.vouchers v where v.campaign_id = campaign.id) vs),
-    'messages', (select jsonb_build_object(
-                   'queued', count(*) filter (where m.status = 'queued'),
-                   'held', count(*) filter (where m.status = 'held'),
-                   'leased', count(*) filter (where m.status = 'leased'),
-                   'sent', count(*) filter (where m.status = 'sent'),
-                   'delivered', count(*) filter (where m.status = 'delivered'),
-                   'read', count(*) filter (where m.status = 'read'),
-                   'failed', count(*) filter (where m.status = 'failed'),
-                   'dead', count(*) filter (where m.status = 'dead'),
-                   'cancelled', count(*) filter (where m.status = 'cancelled'))
-                 from app.messages m where m.campaign_id = campaign.id),
-    'sent_last_minute', (select count(*) from app.messages m
-                         where m.campaign_id = campaign.id and m.status in ('sent', 'delivered', 'read', 'failed')
-                           and m.sent_at >= now() - interval '1 minute'),
+    'messages', message_counts - 'sent_last_minute',
+    'sent_last_minute', (message_counts ->> 'sent_last_minute')::integer,
     'channel', case when channel.id is null then null else jsonb_build_object(
       'id', channel.id, 'phone_number_id', channel.phone_number_id, 'display_name', channel.display_name,
       'status', channel.status, 'rate_per_minute', channel.rate_per_minute, 'burst', channel.burst,
@@ -1167,6 +1189,13 @@ grant execute on function api.campaign_stats to authenticated, service_role;
 -- less than min_recipient_interval_seconds ago, and a batch holds at most one
 -- message per recipient. A message whose recipient has opted out is cancelled
 -- here (never sent) and costs no token.
+--
+-- Plans: the candidate query runs through EXECUTE, so it is planned for each call
+-- knowing `take` (only such a plan reliably picks the ordered scan of
+-- messages_claim_idx that stops after `take` rows; a generic plan, blind to the
+-- LIMIT, may sort the whole backlog). It is kept small so that planning is cheap.
+-- Every other statement is driven by primary keys and uses one generic plan per
+-- session (plan_cache_mode = force_generic_plan).
 create function app.claim_channel_messages(
   channel_id uuid,
   max_messages integer,
@@ -1174,16 +1203,23 @@ create function app.claim_channel_messages(
   worker text,
   at timestamptz default null,
   wait boolean default true
-) returns jsonb
+) returns json
 language plpgsql
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   channel app.channels;
   t timestamptz;
   available numeric;
   take integer;
-  claimed jsonb;
+  dispatching uuid[];
+  candidate_ids bigint[];
+  candidate_msisdns text[];
+  opted_out boolean[];
+  lease_ids bigint[];
+  cancel_ids bigint[];
+  claimed json;
   n integer;
 begin
   if wait then
@@ -1193,7 +1229,7 @@ begin
     for update skip locked;
   end if;
   if not found or channel.status <> 'active' then
-    return '[]'::jsonb;
+    return '[]'::json;
   end if;
 
   t := greatest(coalesce(at, clock_timestamp()), channel.refilled_at);
@@ -1201,64 +1237,82 @@ begin
     channel.tokens + extract(epoch from t - channel.refilled_at) * channel.rate_per_minute / 60.0);
   take := least(floor(available)::integer, max_messages);
   if take < 1 then
-    return '[]'::jsonb;  -- the bucket refills lazily: nothing to store
+    return '[]'::json;  -- the bucket refills lazily: nothing to store
   end if;
+  -- The channel's dispatching campaigns, as a filter (not a join): the candidate
+  -- query stays a single ordered index scan whatever the statistics say.
+  dispatching := array(select c.id from app.campaigns c
+                       where c.channel_id = channel.id and c.status = 'dispatching');
 
-  with candidates as (
-    select m.id, m.to_msisdn, m.voucher_id,
-           exists (select from app.opt_outs o where o.msisdn = m.to_msisdn) as opted_out
-    from app.messages m
-    where m.channel_id = channel.id
-      and m.status = 'queued'
-      and m.next_attempt_at <= t
-      and exists (select from app.campaigns c where c.id = m.campaign_id and c.status = 'dispatching')
-      and (channel.min_recipient_interval_seconds = 0 or not exists (
-        select from app.messages r
-        where r.to_msisdn = m.to_msisdn and r.channel_id = channel.id
-          and r.last_attempt_at > t - make_interval(secs => channel.min_recipient_interval_seconds)))
-    order by m.next_attempt_at, m.id
-    limit take
-    for update skip locked
-  ), decided as (
-    select cd.id, cd.voucher_id, cd.opted_out,
-           not cd.opted_out and row_number() over (partition by cd.to_msisdn order by cd.id) = 1 as lease
-    from candidates cd
-  ), cancelled as (
-    update app.messages m
-    set status = 'cancelled', cancelled_at = t, last_error_code = 'opted_out',
-        last_error_message = 'The recipient opted out; the message was not sent.'
-    from decided d
-    where m.id = d.id and d.opted_out
-    returning m.voucher_id
-  ), voided as (
+  -- The candidates, locked. The two EXISTS probes end in `offset 0` on purpose:
+  -- it keeps each one a per-row index probe (opt_outs_pkey, then
+  -- campaign_targets_msisdn_idx → messages_pkey) for the rows the scan visits;
+  -- otherwise the planner may hash them, reading every opt-out or message.
+  execute $sql$
+    select coalesce(array_agg(c.id order by c.next_attempt_at, c.id), '{}'),
+           coalesce(array_agg(c.to_msisdn order by c.next_attempt_at, c.id), '{}'),
+           coalesce(array_agg(c.opted_out order by c.next_attempt_at, c.id), '{}')
+    from (
+      select m.id, m.next_attempt_at, m.to_msisdn,
+             exists (select from app.opt_outs o where o.msisdn = m.to_msisdn offset 0) as opted_out
+      from app.messages m
+      where m.channel_id = $1
+        and m.status = 'queued'
+        and m.next_attempt_at <= $2
+        and m.campaign_id = any ($3)
+        and ($4 = 0 or not exists (
+          select from app.campaign_targets rt join app.messages r on r.id = rt.id
+          where rt.msisdn = m.to_msisdn and r.channel_id = $1
+            and r.last_attempt_at > $2 - make_interval(secs => $4)
+          offset 0))
+      order by m.next_attempt_at, m.id
+      limit $5
+      for update of m skip locked
+    ) c
+  $sql$
+  into candidate_ids, candidate_msisdns, opted_out
+  using channel.id, t, dispatching, channel.min_recipient_interval_seconds, take;
+
+  -- Opted out since they were enqueued: cancelled here, never sent; their vouchers voided.
+  cancel_ids := array(select u.id from unnest(candidate_ids, opted_out) as u(id, opted) where u.opted);
+  if cardinality(cancel_ids) > 0 then
+    with cancelled as (
+      update app.messages m
+      set status = 'cancelled', cancelled_at = t, last_error_code = 'opted_out',
+          last_error_message = 'The recipient opted out; the message was not sent.'
+      where m.id = any (cancel_ids)
+      returning m.voucher_id
+    )
     update app.vouchers v
     set status = 'void', voided_at = now(), void_reason = 'Recipient opted out before the message was sent.'
     from cancelled c
-    where v.id = c.voucher_id and v.status = 'issued'
-    returning v.id
-  ), leased as (
+    where v.id = c.voucher_id and v.status = 'issued';
+  end if;
+
+  -- At most one message per recipient in a batch (the first one due).
+  lease_ids := array(
+    select distinct on (u.msisdn) u.id
+    from unnest(candidate_ids, candidate_msisdns, opted_out) with ordinality as u(id, msisdn, opted, k)
+    where not u.opted
+    order by u.msisdn, u.k);
+
+  -- json (text), not jsonb: built in one pass, several times cheaper for a batch.
+  with leased as (
     update app.messages m
     set status = 'leased', attempts = m.attempts + 1, last_attempt_at = t,
         lease_owner = worker, lease_expires_at = t + make_interval(secs => lease_seconds)
-    from decided d
-    where m.id = d.id and d.lease
-    returning m.*
+    where m.id = any (lease_ids)
+    returning m.id, m.campaign_id, m.channel_id, m.to_msisdn, m.template_name, m.template_language,
+              m.body_parameters, m.attempts, m.lease_owner, m.lease_expires_at
   )
-  select coalesce(jsonb_agg(jsonb_build_object(
-           'message_id', l.id,
-           'campaign_id', l.campaign_id,
-           'channel_id', l.channel_id,
-           'phone_number_id', channel.phone_number_id,
-           'to', l.to_msisdn,
-           'template_name', l.template_name,
-           'template_language', l.template_language,
-           'body_parameters', to_jsonb(l.body_parameters),
-           'attempt', l.attempts,
-           'lease_owner', l.lease_owner,
-           'lease_expires_at', l.lease_expires_at) order by l.id), '[]'::jsonb),
-         count(*)
+  select coalesce(json_agg(l order by l.message_id), '[]'::json), count(*)
     into claimed, n
-  from leased l;
+  from (
+    select x.id as message_id, x.campaign_id, x.channel_id, channel.phone_number_id as phone_number_id,
+           x.to_msisdn as "to", x.template_name, x.template_language, x.body_parameters,
+           x.attempts as attempt, x.lease_owner, x.lease_expires_at
+    from leased x
+  ) l;
 
   update app.channels c set tokens = available - n, refilled_at = t where c.id = channel.id;
   if n > 0 then
@@ -1281,13 +1335,12 @@ create function app.claim_messages_at(
   lease_seconds integer,
   worker text,
   at timestamptz default null
-) returns jsonb
+) returns json
 language plpgsql
 set search_path = ''
 as $$
 declare
   result jsonb := '[]'::jsonb;
-  part jsonb;
   ch uuid;
 begin
   if channel_id is not null then
@@ -1304,12 +1357,11 @@ begin
     where c.status = 'active' and q.oldest <= coalesce(at, clock_timestamp())
     order by q.oldest
   loop
-    part := app.claim_channel_messages(ch, max_messages - jsonb_array_length(result), lease_seconds, worker,
-                                       at, false);
-    result := result || part;
+    result := result || app.claim_channel_messages(ch, max_messages - jsonb_array_length(result), lease_seconds,
+                                                   worker, at, false)::jsonb;
     exit when jsonb_array_length(result) >= max_messages;
   end loop;
-  return result;
+  return result::json;
 end;
 $$;
 
@@ -1318,7 +1370,7 @@ create function api.claim_messages(
   max integer default 100,
   lease_seconds integer default 60,
   worker text default null
-) returns jsonb
+) returns json
 language plpgsql
 security definer
 set search_path = ''
@@ -1381,9 +1433,11 @@ create function app.apply_waba_statuses(statuses jsonb, remember_unknown boolean
 returns jsonb
 language plpgsql
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   result jsonb;
+  wamids text[] := array(select x.e ->> 'wamid' from jsonb_array_elements(statuses) as x(e));
 begin
   with items as (
     select x.i, x.e ->> 'wamid' as wamid, lower(x.e ->> 'status') as status,
@@ -1393,7 +1447,7 @@ begin
   ), ranked as (
     select it.*, case it.status when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
                                 when 'failed' then 4 end as rank,
-           exists (select from app.messages m where m.wamid = it.wamid) as known
+           exists (select from app.messages m where m.wamid = it.wamid offset 0) as known  -- index probe
     from items it
   ), best as (
     select distinct on (r.wamid) r.*
@@ -1411,7 +1465,8 @@ begin
                                else m.last_error_code end,
         last_error_message = case when b.status = 'failed' then b.error_message else m.last_error_message end
     from best b
-    where m.wamid = b.wamid
+    where m.wamid = any (wamids)  -- drives the plan through messages_wamid_key
+      and m.wamid = b.wamid
       and ((b.status = 'delivered' and m.status = 'sent')
         or (b.status = 'read' and m.status in ('sent', 'delivered'))
         or (b.status = 'failed' and m.status = 'sent'))
@@ -1486,9 +1541,11 @@ create function api.report_message_results(results jsonb, worker text) returns j
 language plpgsql
 security definer
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   bad record;
+  ids bigint[];
   counts record;
   sent_wamids text[];
   pending jsonb;
@@ -1506,33 +1563,51 @@ begin
       jsonb_build_object('field', 'worker'));
   end if;
 
-  select s.idx, s.reason into bad
-  from (
-    select x.i - 1 as idx, case
-      when jsonb_typeof(x.e) <> 'object' then 'not_an_object'
-      when coalesce(x.e ->> 'message_id', '') !~ '^[0-9]{1,18}$' then 'invalid_message_id'
-      when jsonb_typeof(x.e -> 'outcome') is distinct from 'string'
-        or x.e ->> 'outcome' not in ('sent', 'retry', 'failed') then 'invalid_outcome'
-      when x.e ->> 'outcome' = 'sent' and (jsonb_typeof(x.e -> 'wamid') is distinct from 'string'
-        or length(x.e ->> 'wamid') not between 1 and 200) then 'wamid_required'
-      when coalesce(jsonb_typeof(x.e -> 'retry_after_seconds'), 'null') not in ('number', 'null')
-        then 'invalid_retry_after_seconds'
-      when coalesce(jsonb_typeof(x.e -> 'error_code'), 'null') not in ('string', 'number', 'null')
-        or coalesce(jsonb_typeof(x.e -> 'error_message'), 'null') not in ('string', 'null')
-        then 'invalid_error'
-      when count(*) over (partition by x.e ->> 'message_id') > 1 then 'duplicate_message_id'
-      when x.e ->> 'outcome' = 'sent' and count(*) over (partition by x.e ->> 'wamid', x.e ->> 'outcome') > 1
-        then 'duplicate_wamid'
-    end as reason
-    from jsonb_array_elements(results) with ordinality as x(e, i)
-  ) s
-  where s.reason is not null
-  order by s.idx
-  limit 1;
-  if found then
-    perform app.raise_error('invalid_results', format('Result %s is invalid: %s.', bad.idx, bad.reason), 400,
-      jsonb_build_object('index', bad.idx, 'reason', bad.reason));
+  -- One cheap pass; the query that names the first bad item runs only on failure.
+  if exists (
+       select from jsonb_array_elements(results) as x(e)
+       where jsonb_typeof(x.e) <> 'object'
+          or coalesce(x.e ->> 'message_id', '') !~ '^[0-9]{1,18}$'
+          or coalesce(x.e ->> 'outcome', '') not in ('sent', 'retry', 'failed')
+          or (x.e ->> 'outcome' = 'sent' and (jsonb_typeof(x.e -> 'wamid') is distinct from 'string'
+              or length(x.e ->> 'wamid') not between 1 and 200))
+          or coalesce(jsonb_typeof(x.e -> 'retry_after_seconds'), 'null') not in ('number', 'null')
+          or coalesce(jsonb_typeof(x.e -> 'error_code'), 'null') not in ('string', 'number', 'null')
+          or coalesce(jsonb_typeof(x.e -> 'error_message'), 'null') not in ('string', 'null'))
+     or (select count(*) <> count(distinct x.e ->> 'message_id')
+                or count(*) filter (where x.e ->> 'outcome' = 'sent')
+                   <> count(distinct x.e ->> 'wamid') filter (where x.e ->> 'outcome' = 'sent')
+         from jsonb_array_elements(results) as x(e)) then
+    select s.idx, s.reason into bad
+    from (
+      select x.i - 1 as idx, case
+        when jsonb_typeof(x.e) <> 'object' then 'not_an_object'
+        when coalesce(x.e ->> 'message_id', '') !~ '^[0-9]{1,18}$' then 'invalid_message_id'
+        when jsonb_typeof(x.e -> 'outcome') is distinct from 'string'
+          or x.e ->> 'outcome' not in ('sent', 'retry', 'failed') then 'invalid_outcome'
+        when x.e ->> 'outcome' = 'sent' and (jsonb_typeof(x.e -> 'wamid') is distinct from 'string'
+          or length(x.e ->> 'wamid') not between 1 and 200) then 'wamid_required'
+        when coalesce(jsonb_typeof(x.e -> 'retry_after_seconds'), 'null') not in ('number', 'null')
+          then 'invalid_retry_after_seconds'
+        when coalesce(jsonb_typeof(x.e -> 'error_code'), 'null') not in ('string', 'number', 'null')
+          or coalesce(jsonb_typeof(x.e -> 'error_message'), 'null') not in ('string', 'null')
+          then 'invalid_error'
+        when count(*) over (partition by x.e ->> 'message_id') > 1 then 'duplicate_message_id'
+        when x.e ->> 'outcome' = 'sent' and count(*) over (partition by x.e ->> 'wamid', x.e ->> 'outcome') > 1
+          then 'duplicate_wamid'
+      end as reason
+      from jsonb_array_elements(results) with ordinality as x(e, i)
+    ) s
+    where s.reason is not null
+    order by s.idx
+    limit 1;
+    if found then
+      perform app.raise_error('invalid_results', format('Result %s is invalid: %s.', bad.idx, bad.reason), 400,
+        jsonb_build_object('index', bad.idx, 'reason', bad.reason));
+    end if;
   end if;
+
+  ids := array(select (x.e ->> 'message_id')::bigint from jsonb_array_elements(results) as x(e));
 
   with items as (
     select r.message_id, r.outcome, r.wamid,
@@ -1546,14 +1621,18 @@ begin
           when i.outcome = 'sent' then 'sent'
           when i.outcome = 'failed' then 'failed'
           when m.attempts >= m.max_attempts then 'dead'
-          else app.requeue_status(c.status)
+          -- Back to the queue while the campaign dispatches, held while it is paused.
+          when c.status = 'dispatching' then 'queued'
+          when c.status in ('paused', 'scheduled') then 'held'
+          else 'cancelled'
         end,
         wamid = case when i.outcome = 'sent' then i.wamid else m.wamid end,
         sent_at = case when i.outcome = 'sent' then now() else m.sent_at end,
         failed_at = case when i.outcome = 'failed' or (i.outcome = 'retry' and m.attempts >= m.max_attempts)
                          then now() else m.failed_at end,
         cancelled_at = case when i.outcome = 'retry' and m.attempts < m.max_attempts
-                             and app.requeue_status(c.status) = 'cancelled' then now() else m.cancelled_at end,
+                             and c.status not in ('dispatching', 'paused', 'scheduled')
+                            then now() else m.cancelled_at end,
         next_attempt_at = case when i.outcome = 'retry'
           then now() + make_interval(secs => greatest(i.retry_after, app.backoff_seconds(m.attempts)))
           else m.next_attempt_at end,
@@ -1562,8 +1641,11 @@ begin
         lease_owner = null,
         lease_expires_at = null
     from items i, app.campaigns c
-    where m.id = i.message_id
-      and m.status = 'leased'
+    -- By primary key only: lease_owner is set exactly while a message is leased
+    -- (messages_lease_fields), so this is "still leased to this worker" without
+    -- inviting a scan of the leased-messages index.
+    where m.id = any (ids)
+      and m.id = i.message_id
       and m.lease_owner = report_message_results.worker
       and c.id = m.campaign_id
     returning m.id, m.status, m.wamid, m.voucher_id
@@ -1646,7 +1728,8 @@ begin
     update app.messages m
     set status = 'cancelled', cancelled_at = now(), last_error_code = 'opted_out',
         last_error_message = 'The recipient opted out; the message was not sent.'
-    where m.to_msisdn = normalized and m.status in ('queued', 'held')
+    from app.campaign_targets t
+    where t.msisdn = normalized and m.id = t.id and m.status in ('queued', 'held')
     returning m.voucher_id
   ), voided as (
     update app.vouchers v
@@ -1684,10 +1767,14 @@ begin
     for update skip locked
   ), returned as (
     update app.messages m
-    set status = case when m.attempts >= m.max_attempts then 'dead' else app.requeue_status(c.status) end,
+    set status = case when m.attempts >= m.max_attempts then 'dead'
+                      when c.status = 'dispatching' then 'queued'
+                      when c.status in ('paused', 'scheduled') then 'held'
+                      else 'cancelled' end,
         next_attempt_at = now(),
         failed_at = case when m.attempts >= m.max_attempts then now() else m.failed_at end,
-        cancelled_at = case when m.attempts < m.max_attempts and app.requeue_status(c.status) = 'cancelled'
+        cancelled_at = case when m.attempts < m.max_attempts
+                                 and c.status not in ('dispatching', 'paused', 'scheduled')
                             then now() else m.cancelled_at end,
         last_error_code = 'lease_expired',
         last_error_message = format('Worker "%s" did not report within its lease.', m.lease_owner),
@@ -1736,8 +1823,13 @@ begin
                                                  * c.rate_per_minute / 60.0)),
         'queued', q.queued,
         'due', q.due,
-        'held', (select count(*) from app.messages m where m.channel_id = c.id and m.status = 'held'),
-        'leased', (select count(*) from app.messages m where m.channel_id = c.id and m.status = 'leased'),
+        -- Through the channel's campaigns: (campaign_id, status) is indexed, channel_id alone is not.
+        'held', (select count(*) from app.messages m
+                 where m.campaign_id = any (array(select k.id from app.campaigns k where k.channel_id = c.id))
+                   and m.status = 'held'),
+        'leased', (select count(*) from app.messages m
+                   where m.campaign_id = any (array(select k.id from app.campaigns k where k.channel_id = c.id))
+                     and m.status = 'leased'),
         'oldest_due_age_seconds', round(extract(epoch from now() - q.oldest_due)::numeric, 1),
         'claimed_last_minute', (select coalesce(sum(d.messages), 0) from app.dispatch_claims d
                                 where d.channel_id = c.id and d.claimed_at >= now() - interval '1 minute'),
