@@ -180,11 +180,11 @@ export const PLAN_CHECKS: PlanCheck[] = [
   {
     name: "campaign_stats message counts",
     rpc: "campaign_stats",
-    table: "app.messages",
-    sql:
-      "select m.status, count(*) from app.messages m where m.campaign_id = $1 group by 1",
+    table: "app.campaign_targets",
+    sql: "select m.status, count(*) from app.campaign_targets t join app.messages m on m.id = t.id " +
+      "where t.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
-    expect: /messages_campaign_status_idx/,
+    expect: /campaign_targets_campaign_id_id_idx/,
   },
   {
     name: "opt-out check",
