@@ -44,8 +44,7 @@ const isRoot = Deno.uid() === 0;
 /** Runs a command, inheriting output; throws with the command line when it fails. */
 export async function run(
   cmd: string[],
-  opts: { asPostgres?: boolean; env?: Record<string, string>; quiet?: boolean; cwd?: string } =
-    {},
+  opts: { asPostgres?: boolean; env?: Record<string, string>; quiet?: boolean; cwd?: string } = {},
 ): Promise<string> {
   const argv = opts.asPostgres && isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
   const out = await new Deno.Command(argv[0], {

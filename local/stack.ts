@@ -48,7 +48,11 @@ export const SERVICES: Service[] = [
       WABA_VERIFY_TOKEN,
     },
   },
-  { name: "fake-waba", script: "local/fake_waba/main.ts", healthUrl: `${FAKE_WABA_URL}/_fake/stats` },
+  {
+    name: "fake-waba",
+    script: "local/fake_waba/main.ts",
+    healthUrl: `${FAKE_WABA_URL}/_fake/stats`,
+  },
   { name: "dispatch-ticker", script: "local/dispatch_ticker.ts" },
 ];
 
@@ -215,12 +219,16 @@ if (import.meta.main) {
   } else if (cmd === "token") {
     const who = (Deno.args[1] ?? "operator") as keyof typeof DEMO_USERS;
     if (!(who in DEMO_USERS)) {
-      console.error(`Unknown demo user "${who}"; use one of: ${Object.keys(DEMO_USERS).join(", ")}`);
+      console.error(
+        `Unknown demo user "${who}"; use one of: ${Object.keys(DEMO_USERS).join(", ")}`,
+      );
       Deno.exit(2);
     }
     console.log(await mintJwt({ sub: DEMO_USERS[who] }, { expiresIn: "24h" }));
   } else {
-    console.error("usage: deno run -A local/stack.ts start|stop|status|reset|token [admin|operator]");
+    console.error(
+      "usage: deno run -A local/stack.ts start|stop|status|reset|token [admin|operator]",
+    );
     Deno.exit(2);
   }
 }

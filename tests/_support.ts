@@ -16,8 +16,15 @@ export function superuser(max = 4): postgres.Sql {
   return postgres(DB_URL, { max, onnotice: () => {} });
 }
 
+/**
+ * The database type of our clients: untyped, because `supabase gen types` needs
+ * Docker, which this environment does not have.
+ */
+// deno-lint-ignore no-explicit-any
+type ApiClient = SupabaseClient<any, "api">;
+
 /** A supabase-js client that sends `jwt` (or only the anon key) to the local gateway. */
-export function client(jwt?: string): SupabaseClient<any, "api"> {
+export function client(jwt?: string): ApiClient {
   return createClient(API_URL, ANON_KEY, {
     db: { schema: "api" },
     auth: { persistSession: false, autoRefreshToken: false },
@@ -47,16 +54,23 @@ export interface World {
  */
 export async function createWorld(sql: postgres.Sql): Promise<World> {
   const tag = unique("T");
-  const [s1] = await sql`insert into app.stations (code, name) values (${tag + "-A"}, 'Test A') returning id`;
-  const [s2] = await sql`insert into app.stations (code, name) values (${tag + "-B"}, 'Test B') returning id`;
+  const [s1] = await sql`insert into app.stations (code, name) values (${
+    tag + "-A"
+  }, 'Test A') returning id`;
+  const [s2] = await sql`insert into app.stations (code, name) values (${
+    tag + "-B"
+  }, 'Test B') returning id`;
   const staff = async (role: string, stationId: string | null) => {
-    const [u] = await sql`insert into auth.users (email) values (${`${role}-${crypto.randomUUID()}@test`}) returning id`;
+    const [u] =
+      await sql`insert into auth.users (email) values (${`${role}-${crypto.randomUUID()}@test`}) returning id`;
     await sql`insert into app.staff (user_id, role, station_id) values (${u.id}, ${role}, ${stationId})`;
     return { id: u.id as string, jwt: await mintJwt({ sub: u.id }) };
   };
   const [c] = await sql`
     insert into app.campaigns (name, amount_minor, currency, starts_at, expires_at)
-    values (${"Campaign " + tag}, 1500, 'KES', now() - interval '1 hour', now() + interval '30 days')
+    values (${
+    "Campaign " + tag
+  }, 1500, 'KES', now() - interval '1 hour', now() + interval '30 days')
     returning id`;
   return {
     sql,
@@ -79,6 +93,6 @@ export async function issueCodes(world: World, n: number): Promise<string[]> {
 }
 
 /** The service_role client (dispatcher, ops scripts). */
-export function serviceClient(): SupabaseClient<any, "api"> {
+export function serviceClient(): ApiClient {
   return client(SERVICE_ROLE_KEY);
 }

@@ -21,7 +21,11 @@ Deno.test("a key used concurrently by two sessions executes exactly once", async
       });
     const [a, b] = await Promise.all([issue(sql), issue(sql)]);
     assert.deepStrictEqual(a.batch_id, b.batch_id, "both sessions see one batch");
-    assert.deepStrictEqual([a.replayed, b.replayed].sort(), [false, true], "one executed, one replayed");
+    assert.deepStrictEqual(
+      [a.replayed, b.replayed].sort(),
+      [false, true],
+      "one executed, one replayed",
+    );
     const [{ n }] = await sql`
       select count(*)::int as n from app.vouchers where campaign_id = ${world.campaignId}`;
     assert.deepStrictEqual(n, 100, "vouchers were issued once");
@@ -45,7 +49,11 @@ Deno.test("a key whose first use rolled back can be used again", async () => {
       await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
       return await tx`select api.issue_vouchers(${world.campaignId}, 5, ${key}) as r`;
     });
-    assert.deepStrictEqual(row.r.replayed, false, "the retry executes: nothing was stored by the failed attempt");
+    assert.deepStrictEqual(
+      row.r.replayed,
+      false,
+      "the retry executes: nothing was stored by the failed attempt",
+    );
     const [{ n }] = await sql`
       select count(*)::int as n from app.vouchers where campaign_id = ${world.campaignId}`;
     assert.deepStrictEqual(n, 5);

@@ -45,8 +45,7 @@ Deno.test("seeded voucher codes carry the same check character as app.code_check
 });
 
 Deno.test({
-  name:
-    "every scenario's smoke profile runs end to end and leaves complete evidence",
+  name: "every scenario's smoke profile runs end to end and leaves complete evidence",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -129,9 +128,8 @@ Deno.test({
             `${s.name}/${name} has latency figures`,
           );
         }
-        const thresholds =
-          Object.values(SCENARIOS[s.name].options("smoke").thresholds).flat()
-            .length;
+        const thresholds = Object.values(SCENARIOS[s.name].options("smoke").thresholds).flat()
+          .length;
         assert.equal(
           s.verdicts.length,
           thresholds,

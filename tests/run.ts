@@ -2,10 +2,11 @@
  * The whole test suite: `deno task test`.
  *
  * 1. brings the local stack up (idempotent; the same as `deno task start`),
- * 2. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
- * 3. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
- * 4. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 5. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ * 2. `deno fmt --check`, `deno lint`, `deno check` (one test each),
+ * 3. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
+ * 4. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
+ * 5. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
+ * 6. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
  * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
@@ -22,7 +23,10 @@ interface Tally {
   failed: number;
 }
 
-async function exec(cmd: string[], env?: Record<string, string>): Promise<{ code: number; out: string }> {
+async function exec(
+  cmd: string[],
+  env?: Record<string, string>,
+): Promise<{ code: number; out: string }> {
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     cwd: ROOT,
@@ -63,6 +67,25 @@ async function dbLint(): Promise<Tally> {
   ]);
   const ok = code === 0 && !/"level":\s*"error"/.test(out);
   return { suite: "db lint", passed: ok ? 1 : 0, failed: ok ? 0 : 1 };
+}
+
+/** `deno fmt --check`, `deno lint` and `deno check` over the whole tree: one test each. */
+async function denoStatic(): Promise<Tally> {
+  console.log("\n== deno fmt --check, deno lint, deno check ==");
+  let passed = 0;
+  for (
+    const args of [["fmt", "--check"], ["lint"], [
+      "check",
+      "local/",
+      "functions/",
+      "perf/",
+      "tests/",
+    ]]
+  ) {
+    const { code } = await exec([Deno.execPath(), ...args]);
+    if (code === 0) passed++;
+  }
+  return { suite: "deno static", passed, failed: 3 - passed };
 }
 
 /** The k6 entry files type-check against @types/k6 (ops run them with their own k6). */
@@ -108,9 +131,17 @@ async function denoTests(): Promise<Tally> {
 
 if (import.meta.main) {
   await start({ quiet: true });
-  const tallies = [await dbLint(), await k6Types(), await pgTap(), await denoTests()];
+  const tallies = [
+    await denoStatic(),
+    await dbLint(),
+    await k6Types(),
+    await pgTap(),
+    await denoTests(),
+  ];
   console.log("");
-  for (const t of tallies) console.log(`${t.suite.padEnd(10)} ${t.passed} passed, ${t.failed} failed`);
+  for (const t of tallies) {
+    console.log(`${t.suite.padEnd(10)} ${t.passed} passed, ${t.failed} failed`);
+  }
   const passed = tallies.reduce((n, t) => n + t.passed, 0);
   const failed = tallies.reduce((n, t) => n + t.failed, 0);
   console.log(`${passed} passed, ${failed} failed`);

@@ -70,7 +70,9 @@ Deno.test("vouchers API: issue, preview, list and void as the apps call them", a
     });
 
     await t.step("an operator previews with GET (stable function)", async () => {
-      const { data, error, status } = await operator.rpc("preview_voucher", { code }, { get: true });
+      const { data, error, status } = await operator.rpc("preview_voucher", { code }, {
+        get: true,
+      });
       assert.deepStrictEqual(error, null);
       assert.deepStrictEqual(status, 200);
       assert.deepStrictEqual(data.status, "issued");
@@ -128,7 +130,11 @@ Deno.test("vouchers API: issue, preview, list and void as the apps call them", a
 
     await t.step("void: an admin voids once; voiding again is 409 voucher_not_issued", async () => {
       const voidKey = crypto.randomUUID();
-      const voided = await admin.rpc("void_voucher", { code, reason: "Lost", idempotency_key: voidKey });
+      const voided = await admin.rpc("void_voucher", {
+        code,
+        reason: "Lost",
+        idempotency_key: voidKey,
+      });
       assert.deepStrictEqual(voided.error, null);
       assert.deepStrictEqual(voided.data.status, "void");
       const again = await admin.rpc("void_voucher", {

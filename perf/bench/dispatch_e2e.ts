@@ -120,15 +120,13 @@ async function throughput(
     byBench += runs.reduce((n, r) => n + r.sent, 0);
   }
   const wallS = (performance.now() - started) / 1000;
-  const accepted = (await fakeMessages(fx.phoneNumberId)).map((m) =>
-    m.acceptedAtMs
-  ).sort((a, b) => a - b);
+  const accepted = (await fakeMessages(fx.phoneNumberId)).map((m) => m.acceptedAtMs).sort((a, b) =>
+    a - b
+  );
   const spanS = (accepted.at(-1)! - accepted[0]) / 1000;
   await stack
     .sql`update app.channels set status = 'paused' where id = ${fx.channelId}`;
-  return `${shape.runs} run × ${
-    String(shape.concurrency).padStart(2)
-  } in flight: ` +
+  return `${shape.runs} run × ${String(shape.concurrency).padStart(2)} in flight: ` +
     `${(accepted.length / spanS).toFixed(0).padStart(5)} sends/s at the fake ` +
     `(${accepted.length} in ${spanS.toFixed(2)} s, ${
       ((100 * byBench) / accepted.length).toFixed(0)

@@ -53,11 +53,9 @@ function line(
   const p = percentiles(lat);
   const rate = n / seconds;
   console.log(
-    `${label.padEnd(34)} ${rate.toFixed(0).padStart(6)}/s  p50 ${
-      p.p50.toFixed(2)
-    } ms  p95 ${p.p95.toFixed(2)} ms  p99 ${p.p99.toFixed(2)} ms  max ${
-      p.max.toFixed(1)
-    } ms  errors ${errors}`,
+    `${label.padEnd(34)} ${rate.toFixed(0).padStart(6)}/s  p50 ${p.p50.toFixed(2)} ms  p95 ${
+      p.p95.toFixed(2)
+    } ms  p99 ${p.p99.toFixed(2)} ms  max ${p.max.toFixed(1)} ms  errors ${errors}`,
   );
   return rate;
 }
@@ -73,18 +71,12 @@ const sql = postgres(DB_URL, { max: CONNECTIONS + 2, onnotice: () => {} });
 async function fixtures(n: number) {
   const tag = crypto.randomUUID().slice(0, 8).toUpperCase();
   const [station] = await sql`
-    insert into app.stations (code, name) values (${
-    "BENCH-" + tag
-  }, 'Bench') returning id`;
-  const [user] = await sql`insert into auth.users (email) values (${
-    tag + "@bench"
-  }) returning id`;
+    insert into app.stations (code, name) values (${"BENCH-" + tag}, 'Bench') returning id`;
+  const [user] = await sql`insert into auth.users (email) values (${tag + "@bench"}) returning id`;
   await sql`insert into app.staff (user_id, role, station_id) values (${user.id}, 'station_operator', ${station.id})`;
   const [campaign] = await sql`
     insert into app.campaigns (name, amount_minor, currency, starts_at)
-    values (${
-    "bench redeem " + tag
-  }, 1000, 'KES', now() - interval '1 hour') returning id`;
+    values (${"bench redeem " + tag}, 1000, 'KES', now() - interval '1 hour') returning id`;
   await sql`select app.issue_batch(${campaign.id}, ${n})`;
   const codes = await sql`
     select app.format_code(code) as code from app.vouchers
@@ -110,9 +102,7 @@ async function direct(userId: string, codes: string[]) {
         await sql.unsafe(
           `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
             literal(claims)
-          }, true); select api.redeem_voucher(${literal(code)}, ${
-            literal(crypto.randomUUID())
-          })`,
+          }, true); select api.redeem_voucher(${literal(code)}, ${literal(crypto.randomUUID())})`,
         ).simple();
         latencies.push(performance.now() - t0);
       } catch {

@@ -54,11 +54,7 @@ export async function send(
     return {
       status: 0,
       body: null,
-      error: isTimeout
-        ? "timeout"
-        : signal?.aborted
-        ? "interrupted"
-        : String(err),
+      error: isTimeout ? "timeout" : signal?.aborted ? "interrupted" : String(err),
       durationMs,
     };
   }

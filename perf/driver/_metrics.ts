@@ -110,9 +110,7 @@ export class MetricStore {
 
   /** Samples of a metric matching a tag filter. */
   select(name: string, filter: Record<string, string> = {}): Sample[] {
-    return (this.#samples.get(name) ?? []).filter((s) =>
-      matches(s.tags, filter)
-    );
+    return (this.#samples.get(name) ?? []).filter((s) => matches(s.tags, filter));
   }
 
   /** Names of metrics that have samples. */

@@ -48,9 +48,7 @@ export interface Schedule {
  */
 export function buildSchedule(executor: Executor): Schedule {
   const unit = parseDuration(executor.timeUnit ?? "1s");
-  const startTimeMs = executor.startTime
-    ? parseDuration(executor.startTime)
-    : 0;
+  const startTimeMs = executor.startTime ? parseDuration(executor.startTime) : 0;
   const maxInFlight = Math.max(executor.maxVUs ?? 0, executor.preAllocatedVUs);
   if (!(maxInFlight >= 1)) {
     throw new ExecutorError("An executor needs preAllocatedVUs >= 1");

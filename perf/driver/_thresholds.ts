@@ -6,12 +6,7 @@
  * @module
  */
 import type { Threshold } from "../scenarios/_types.ts";
-import {
-  MetricError,
-  type MetricStore,
-  type MetricType,
-  parseSelector,
-} from "./_metrics.ts";
+import { MetricError, type MetricStore, type MetricType, parseSelector } from "./_metrics.ts";
 
 /** Raised for an expression k6 would also reject. */
 export class ThresholdSyntaxError extends Error {
@@ -69,8 +64,7 @@ export function parseThreshold(expression: string): ThresholdExpression {
 }
 
 const ALLOWED: Record<MetricType, (agg: string) => boolean> = {
-  trend: (a) =>
-    ["avg", "min", "max", "med", "count"].includes(a) || a.startsWith("p("),
+  trend: (a) => ["avg", "min", "max", "med", "count"].includes(a) || a.startsWith("p("),
   rate: (a) => a === "rate",
   counter: (a) => a === "count" || a === "rate",
   gauge: (a) => ["value", "min", "max"].includes(a),
@@ -116,9 +110,7 @@ export function evaluateThresholds(
     }
     for (const item of list) {
       const text = typeof item === "string" ? item : item.threshold;
-      const abortOnFail = typeof item === "string"
-        ? false
-        : item.abortOnFail === true;
+      const abortOnFail = typeof item === "string" ? false : item.abortOnFail === true;
       const expr = parseThreshold(text);
       if (!ALLOWED[type](expr.aggregation)) {
         throw new ThresholdSyntaxError(
@@ -158,9 +150,7 @@ export function evaluateThresholds(
         observed = samples.filter((s) => s.value !== 0).length / samples.length;
       } else if (type === "counter") {
         const sum = samples.reduce((a, s) => a + s.value, 0);
-        observed = expr.aggregation === "count"
-          ? sum
-          : sum / Math.max(durationSeconds, 1e-9);
+        observed = expr.aggregation === "count" ? sum : sum / Math.max(durationSeconds, 1e-9);
       } else {
         const values = samples.map((s) => s.value);
         observed = expr.aggregation === "value"

@@ -14,20 +14,11 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { FAKE_WABA_URL } from "../../local/env.ts";
 import { SCENARIOS } from "../scenarios/index.ts";
-import {
-  type Profile,
-  PROFILES,
-  type SeedSummary,
-  type Target,
-} from "../scenarios/_types.ts";
+import { type Profile, PROFILES, type SeedSummary, type Target } from "../scenarios/_types.ts";
 import { loadSeedSummary } from "../seed/summary_schema.ts";
 import { sloTable } from "../report/markdown.ts";
 import { evidenceDir, writeEvidence } from "./evidence.ts";
-import {
-  runScenario,
-  type ScenarioResult,
-  ScenarioSetupError,
-} from "./runner.ts";
+import { runScenario, type ScenarioResult, ScenarioSetupError } from "./runner.ts";
 import {
   exitCodeFor,
   type RunSummary,
@@ -185,9 +176,7 @@ export function wabaOutcomeNote(
   const total = Object.values(delta).reduce((x, y) => x + y, 0);
   if (total === 0) return null;
   const throttledOr5xx = Object.entries(delta)
-    .filter(([k]) =>
-      k === "waba_130429" || /^http_5\d\d$/.test(k) || k === "http_429"
-    )
+    .filter(([k]) => k === "waba_130429" || /^http_5\d\d$/.test(k) || k === "http_429")
     .reduce((x, [, n]) => x + n, 0);
   return `campaign_bulk_send: the (fake) WhatsApp API answered ${total} sends during the run: ` +
     `${Object.entries(delta).map(([k, n]) => `${k} ${n}`).join(", ")} → ` +
@@ -201,15 +190,11 @@ export async function runPerf(opts: PerfRunOptions): Promise<PerfRunResult> {
   const env = opts.env ?? targetEnv();
   const summary = opts.summary ?? await loadSeedSummary(env.summaryPath);
   const target: Target = { baseUrl: env.baseUrl, anonKey: env.anonKey };
-  const names = opts.scenarios?.length
-    ? opts.scenarios
-    : Object.keys(SCENARIOS);
+  const names = opts.scenarios?.length ? opts.scenarios : Object.keys(SCENARIOS);
   for (const name of names) {
     if (!SCENARIOS[name]) {
       throw new RangeError(
-        `Unknown scenario "${name}"; use one of ${
-          Object.keys(SCENARIOS).join(", ")
-        }`,
+        `Unknown scenario "${name}"; use one of ${Object.keys(SCENARIOS).join(", ")}`,
       );
     }
   }
@@ -266,9 +251,7 @@ export async function runPerf(opts: PerfRunOptions): Promise<PerfRunResult> {
           `${
             failed.length
               ? `${failed.length} threshold(s) failed: ${
-                failed.map((v) =>
-                  `${v.metric} ${v.expression} (observed ${v.observed})`
-                ).join("; ")
+                failed.map((v) => `${v.metric} ${v.expression} (observed ${v.observed})`).join("; ")
               }`
               : "thresholds passed"
           }`,

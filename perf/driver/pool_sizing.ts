@@ -15,10 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import {
-  stationRedeemPeak,
-  THRESHOLDS,
-} from "../scenarios/station_redeem_peak.ts";
+import { stationRedeemPeak, THRESHOLDS } from "../scenarios/station_redeem_peak.ts";
 import type { K6Options } from "../scenarios/_types.ts";
 import { formatDuration, parseDuration } from "../scenarios/_common.ts";
 import { loadSeedSummary } from "../seed/summary_schema.ts";
@@ -178,15 +175,11 @@ export function renderPoolReport(steps: PoolStep[], sloP95Ms: number): string {
     const codes = Object.entries(s.errorCodes).map(([k, n]) => `${k} ${n}`)
       .join(", ");
     out.push(
-      `| ${s.poolSize} | ${s.offeredPerSecond} | ${f(s.achievedPerSecond)} | ${
-        f(s.p50)
-      } ms | ${f(s.p95)} ms | ${f(s.p99)} ms | ` +
-        `${s.failed}${
-          codes ? ` (${codes})` : ""
-        } | ${s.dropped} | ${s.gatewayActiveMax} | ` +
-        `${
-          s.hostCpuMean === null ? "–" : `${(s.hostCpuMean * 100).toFixed(0)}%`
-        } | ` +
+      `| ${s.poolSize} | ${s.offeredPerSecond} | ${f(s.achievedPerSecond)} | ${f(s.p50)} ms | ${
+        f(s.p95)
+      } ms | ${f(s.p99)} ms | ` +
+        `${s.failed}${codes ? ` (${codes})` : ""} | ${s.dropped} | ${s.gatewayActiveMax} | ` +
+        `${s.hostCpuMean === null ? "–" : `${(s.hostCpuMean * 100).toFixed(0)}%`} | ` +
         `${s.driverCpuMean === null ? "–" : s.driverCpuMean.toFixed(2)} | ${
           s.sustained ? "✅" : "❌"
         } |`,
@@ -199,9 +192,7 @@ export function renderPoolReport(steps: PoolStep[], sloP95Ms: number): string {
   );
   for (const [pool, rate] of [...points].sort((a, b) => a[0] - b[0])) {
     out.push(
-      `- pool ${pool}: ${
-        rate > 0 ? `${rate} redeems/s (${rate * 60}/min)` : "no step sustained"
-      }`,
+      `- pool ${pool}: ${rate > 0 ? `${rate} redeems/s (${rate * 60}/min)` : "no step sustained"}`,
     );
   }
   out.push(
@@ -301,12 +292,8 @@ if (import.meta.main) {
             (a, s) => Math.max(a, s.gatewayActive),
             0,
           ),
-          hostCpuMean: cpu.length
-            ? cpu.reduce((a, b) => a + b, 0) / cpu.length
-            : null,
-          driverCpuMean: drv.length
-            ? drv.reduce((a, b) => a + b, 0) / drv.length
-            : null,
+          hostCpuMean: cpu.length ? cpu.reduce((a, b) => a + b, 0) / cpu.length : null,
+          driverCpuMean: drv.length ? drv.reduce((a, b) => a + b, 0) / drv.length : null,
         };
         const step: PoolStep = {
           ...base,

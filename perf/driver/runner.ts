@@ -164,18 +164,14 @@ export async function runScenario<D>(
       setupRequests = out.requests;
     } catch (err) {
       throw new ScenarioSetupError(
-        `Setup of scenario "${scenario.name}" failed: ${
-          err instanceof Error ? err.message : err
-        }`,
+        `Setup of scenario "${scenario.name}" failed: ${err instanceof Error ? err.message : err}`,
         { cause: err },
       );
     }
   }
   const setupMs = performance.now() - setupStarted;
   log(
-    `${scenario.name}: setup done in ${
-      (setupMs / 1000).toFixed(1)
-    } s (${setupRequests} requests)`,
+    `${scenario.name}: setup done in ${(setupMs / 1000).toFixed(1)} s (${setupRequests} requests)`,
   );
 
   // Load phase -------------------------------------------------------------------
@@ -323,9 +319,7 @@ export async function runScenario<D>(
 
   try {
     await Promise.all(
-      Object.entries(options.scenarios).map(([name, executor]) =>
-        runExecutor(name, executor)
-      ),
+      Object.entries(options.scenarios).map(([name, executor]) => runExecutor(name, executor)),
     );
   } finally {
     opts.signal?.removeEventListener("abort", onOuterAbort);

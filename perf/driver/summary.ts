@@ -241,9 +241,7 @@ export function summarizeTelemetry(
     null,
   );
   const cpu = s.map((x) => x.hostCpu).filter((x): x is number => x !== null);
-  const driver = s.map((x) => x.driverCpu).filter((x): x is number =>
-    x !== null
-  );
+  const driver = s.map((x) => x.driverCpu).filter((x): x is number => x !== null);
   return {
     intervalMs: report.intervalMs,
     samples: s.length,
@@ -257,9 +255,7 @@ export function summarizeTelemetry(
     // The top statements overall, then every API RPC call the top missed.
     statements: [
       ...report.statements.slice(0, topStatements),
-      ...report.statements.slice(topStatements).filter((st) =>
-        rpcOfStatement(st.query) !== null
-      ),
+      ...report.statements.slice(topStatements).filter((st) => rpcOfStatement(st.query) !== null),
     ].map((st) => ({
       rpc: rpcOfStatement(st.query),
       query: st.query,

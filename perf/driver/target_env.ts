@@ -21,8 +21,7 @@ export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url))
   .replace(/\/$/, "");
 
 /** Default location of the seed summary. */
-export const DEFAULT_SUMMARY_PATH =
-  `${REPO_ROOT}/perf/fixtures/generated/perf_seed_summary.json`;
+export const DEFAULT_SUMMARY_PATH = `${REPO_ROOT}/perf/fixtures/generated/perf_seed_summary.json`;
 
 /** Resolved target environment. */
 export interface TargetEnv {

@@ -152,9 +152,7 @@ export class TelemetrySampler {
     } catch (err) {
       this.#hasStatements = false;
       this.#warnings.push(
-        `pg_stat_statements unavailable: ${
-          err instanceof Error ? err.message : err
-        }`,
+        `pg_stat_statements unavailable: ${err instanceof Error ? err.message : err}`,
       );
     }
     return out;
@@ -207,9 +205,7 @@ export class TelemetrySampler {
     } catch (err) {
       if (this.#warnings.length < 20) {
         this.#warnings.push(
-          `sample at ${Math.round(t)} ms failed: ${
-            err instanceof Error ? err.message : err
-          }`,
+          `sample at ${Math.round(t)} ms failed: ${err instanceof Error ? err.message : err}`,
         );
       }
     }
@@ -227,9 +223,7 @@ export class TelemetrySampler {
       // Counters that went down mean the statistics were reset (or Postgres
       // restarted) during the run: count from the reset then.
       const prior = this.#before.get(id);
-      const b = prior && Number(a.calls) >= Number(prior.calls)
-        ? prior
-        : undefined;
+      const b = prior && Number(a.calls) >= Number(prior.calls) ? prior : undefined;
       const calls = Number(a.calls) - Number(b?.calls ?? 0);
       if (calls <= 0) continue;
       const totalMs = a.total_exec_time - (b?.total_exec_time ?? 0);

@@ -125,9 +125,7 @@ export function send(spec) {
     status: res.status,
     body: typeof res.body === "string" ? res.body : null,
     headers: lower(res.headers),
-    error: res.error
-      ? (res.error_code === 1050 ? "timeout" : res.error)
-      : undefined,
+    error: res.error ? (res.error_code === 1050 ? "timeout" : res.error) : undefined,
   };
 }
 

@@ -18,9 +18,7 @@ export function ms(v: number | null | undefined): string {
 
 /** A run length: seconds below two minutes, else minutes. */
 function span(seconds: number): string {
-  return seconds < 120
-    ? `${seconds.toFixed(1)} s`
-    : `${(seconds / 60).toFixed(1)} min`;
+  return seconds < 120 ? `${seconds.toFixed(1)} s` : `${(seconds / 60).toFixed(1)} min`;
 }
 
 function pct(v: number): string {
@@ -53,14 +51,10 @@ export function observedThroughput(s: ScenarioSummary): string {
         (a, p) => Math.max(a, p.requests / s.bucketSeconds),
         0,
       );
-      return `${n} previews in ${span(s.durationSeconds)} (peak ${
-        peak.toFixed(1)
-      }/s)`;
+      return `${n} previews in ${span(s.durationSeconds)} (peak ${peak.toFixed(1)}/s)`;
     }
     case "station_redeem_peak":
-      return `${n} redeems in ${span(s.durationSeconds)} = ${
-        perMin.toFixed(0)
-      }/min`;
+      return `${n} redeems in ${span(s.durationSeconds)} = ${perMin.toFixed(0)}/min`;
     case "voucher_issuance": {
       const batches = Object.entries(s.endpoints).length ? n : 0;
       const issued = s.metrics.vouchers_issued?.sum ?? 0;
@@ -70,9 +64,7 @@ export function observedThroughput(s: ScenarioSummary): string {
       const sent = s.metrics.messages_sent?.sum ?? 0;
       const rate = (s.metrics.messages_sent?.rate ?? 0) * 60;
       const remaining = s.metrics.messages_remaining?.last;
-      return `${sent.toLocaleString("en-US")} messages sent = ${
-        rate.toFixed(0)
-      }/min` +
+      return `${sent.toLocaleString("en-US")} messages sent = ${rate.toFixed(0)}/min` +
         (remaining !== undefined ? ` (${remaining} left at end)` : "");
     }
     default:
@@ -82,9 +74,7 @@ export function observedThroughput(s: ScenarioSummary): string {
 
 function verdictMark(s: ScenarioSummary): string {
   const failed = s.verdicts.filter((v) => !v.ok).length;
-  return failed === 0
-    ? "✅ pass"
-    : `❌ ${failed} threshold${failed > 1 ? "s" : ""} failed`;
+  return failed === 0 ? "✅ pass" : `❌ ${failed} threshold${failed > 1 ? "s" : ""} failed`;
 }
 
 /** The SLO table, observed figures beside each target. */
@@ -103,14 +93,12 @@ export function sloTable(run: RunSummary): string {
         v.metric.startsWith("http_req_duration{endpoint:issue_vouchers,batch:")
       );
       if (sizes.length) {
-        lat = sizes.map((v) =>
-          `${v.metric.match(/batch:(\d+)/)?.[1]}: max ${ms(v.observed)}`
-        ).join("; ");
+        lat = sizes.map((v) => `${v.metric.match(/batch:(\d+)/)?.[1]}: max ${ms(v.observed)}`).join(
+          "; ",
+        );
       }
     }
-    const errors = ep
-      ? `${pct(ep.failedRate)} (${ep.failed}/${ep.requests})`
-      : "–";
+    const errors = ep ? `${pct(ep.failedRate)} (${ep.failed}/${ep.requests})` : "–";
     rows.push(
       `| ${s.slo.title} | ${s.slo.throughput} | ${
         observedThroughput(s)
@@ -135,9 +123,7 @@ function scenarioSection(s: ScenarioSummary): string {
           `${st.target}/${x.timeUnit ?? "1s"}@${st.duration}`
         ).join(" → ")
       }`;
-    return `\`${k}\` ${x.executor} ${shape}, maxVUs ${
-      x.maxVUs ?? x.preAllocatedVUs
-    }`;
+    return `\`${k}\` ${x.executor} ${shape}, maxVUs ${x.maxVUs ?? x.preAllocatedVUs}`;
   });
   out.push(`- Executors: ${execs.join("; ")}`);
   out.push(
@@ -162,32 +148,22 @@ function scenarioSection(s: ScenarioSummary): string {
   for (const [name, e] of Object.entries(s.endpoints)) {
     const l = e.latency;
     out.push(
-      `| \`${name}\` | ${e.requests} | ${e.failed} | ${ms(l.p50)} | ${
-        ms(l.p90)
-      } | ${ms(l.p95)} | ${ms(l.p99)} | ${ms(l.max)} |`,
+      `| \`${name}\` | ${e.requests} | ${e.failed} | ${ms(l.p50)} | ${ms(l.p90)} | ${ms(l.p95)} | ${
+        ms(l.p99)
+      } | ${ms(l.max)} |`,
     );
   }
   out.push("");
   out.push("| Threshold | Observed | Verdict |", "| --- | --- | --- |");
   for (const v of s.verdicts) {
-    const observed = v.noData
-      ? "no data"
-      : v.observed === null
-      ? "–"
-      : +v.observed.toFixed(4);
+    const observed = v.noData ? "no data" : v.observed === null ? "–" : +v.observed.toFixed(4);
     out.push(
-      `| \`${v.metric}: ${v.expression}\` | ${observed} | ${
-        v.ok ? "✅" : "❌"
-      } |`,
+      `| \`${v.metric}: ${v.expression}\` | ${observed} | ${v.ok ? "✅" : "❌"} |`,
     );
   }
   out.push("");
-  const statuses = Object.entries(s.errors.byStatus).map(([k, n]) =>
-    `${k}: ${n}`
-  ).join(", ");
-  const codes = Object.entries(s.errors.byCode).map(([k, n]) =>
-    `\`${k}\`: ${n}`
-  ).join(", ");
+  const statuses = Object.entries(s.errors.byStatus).map(([k, n]) => `${k}: ${n}`).join(", ");
+  const codes = Object.entries(s.errors.byCode).map(([k, n]) => `\`${k}\`: ${n}`).join(", ");
   out.push(`- Responses by status: ${statuses || "none"}`);
   out.push(`- Error codes: ${codes || "none"}`);
   const metrics = Object.entries(s.metrics);
@@ -218,9 +194,7 @@ export function renderMarkdown(run: RunSummary): string {
   out.push(
     `Run \`${run.runId}\`, ${run.startedAt} → ${run.finishedAt}, against ${run.env.baseUrl}. ` +
       `Exit code **${run.exitCode}** (${
-        run.exitCode === 0
-          ? "every threshold passed"
-          : "a threshold failed; k6 exits 99 too"
+        run.exitCode === 0 ? "every threshold passed" : "a threshold failed; k6 exits 99 too"
       }).`,
     "",
   );
@@ -230,9 +204,9 @@ export function renderMarkdown(run: RunSummary): string {
       `Gateway pool size: ${run.poolSize ?? "unknown"}.` +
       (run.seed
         ? ` Dataset: seed ${run.seed.seed}, ${
-          Object.entries(run.seed.counts).map(([k, v]) =>
-            `${v.toLocaleString("en-US")} ${k}`
-          ).join(", ")
+          Object.entries(run.seed.counts).map(([k, v]) => `${v.toLocaleString("en-US")} ${k}`).join(
+            ", ",
+          )
         }.`
         : ""),
     "",
@@ -259,9 +233,7 @@ export function renderMarkdown(run: RunSummary): string {
       v: number | null,
     ) => (v === null ? "–" : `${(v * 100).toFixed(0)}%`);
     out.push(
-      `- Host CPU (all cores, /proc/stat): mean ${cpu(t.hostCpuMean)}, max ${
-        cpu(t.hostCpuMax)
-      }. ` +
+      `- Host CPU (all cores, /proc/stat): mean ${cpu(t.hostCpuMean)}, max ${cpu(t.hostCpuMax)}. ` +
         `Load driver CPU: mean ${
           t.driverCpuMean === null ? "–" : `${t.driverCpuMean.toFixed(2)} cores`
         }.`,
@@ -288,9 +260,9 @@ export function renderMarkdown(run: RunSummary): string {
     for (const st of t.statements) {
       const q = st.query.replace(/\|/g, "\\|").slice(0, 140);
       out.push(
-        `| ${st.rpc ?? ""} | ${st.calls} | ${ms(st.meanMs)} | ${
-          ms(st.maxMs)
-        } | ${ms(st.totalMs)} | \`${q}\` |`,
+        `| ${st.rpc ?? ""} | ${st.calls} | ${ms(st.meanMs)} | ${ms(st.maxMs)} | ${
+          ms(st.totalMs)
+        } | \`${q}\` |`,
       );
     }
     out.push("");

@@ -73,31 +73,23 @@ export function renderChart(input: ChartInput): string {
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="#fff"/>`,
-    `<text x="${PAD_L}" y="22" font-size="15" font-weight="600">${
-      esc(input.title)
-    }</text>`,
+    `<text x="${PAD_L}" y="22" font-size="15" font-weight="600">${esc(input.title)}</text>`,
   );
   // Grid and axes.
   for (let d = decLo; d <= decHi; d++) {
     const y = yLat(10 ** d);
     out.push(
-      `<line x1="${PAD_L}" x2="${
-        W - PAD_R
-      }" y1="${y}" y2="${y}" stroke="#eee"/>`,
+      `<line x1="${PAD_L}" x2="${W - PAD_R}" y1="${y}" y2="${y}" stroke="#eee"/>`,
     );
     out.push(
-      `<text x="${PAD_L - 6}" y="${y + 4}" text-anchor="end" fill="#555">${
-        fmtMs(10 ** d)
-      }</text>`,
+      `<text x="${PAD_L - 6}" y="${y + 4}" text-anchor="end" fill="#555">${fmtMs(10 ** d)}</text>`,
     );
   }
   for (let k = 0; k <= 4; k++) {
     const r = (rpsMax * k) / 4;
     const y2 = yRps(r);
     out.push(
-      `<line x1="${PAD_L}" x2="${
-        W - PAD_R
-      }" y1="${y2}" y2="${y2}" stroke="#eee"/>`,
+      `<line x1="${PAD_L}" x2="${W - PAD_R}" y1="${y2}" y2="${y2}" stroke="#eee"/>`,
     );
     out.push(
       `<text x="${PAD_L - 6}" y="${y2 + 4}" text-anchor="end" fill="#555">${+r
@@ -109,9 +101,7 @@ export function renderChart(input: ChartInput): string {
     const sec = Math.round((total * k) / 6);
     const xx = PAD_L + (k / 6) * plotW;
     out.push(
-      `<text x="${xx}" y="${
-        bot0 + BOT_H + 16
-      }" text-anchor="middle" fill="#555">${sec}s</text>`,
+      `<text x="${xx}" y="${bot0 + BOT_H + 16}" text-anchor="middle" fill="#555">${sec}s</text>`,
     );
   }
   out.push(
@@ -120,9 +110,7 @@ export function renderChart(input: ChartInput): string {
     }" fill="#333">latency per ${input.bucketSeconds}s bucket (log scale)</text>`,
   );
   out.push(
-    `<text x="${PAD_L}" y="${
-      bot0 - 6
-    }" fill="#333">throughput (requests/s; failed in red)</text>`,
+    `<text x="${PAD_L}" y="${bot0 - 6}" fill="#333">throughput (requests/s; failed in red)</text>`,
   );
   // Throughput bars.
   const bw = Math.max(1, plotW / n - 1);
@@ -174,9 +162,9 @@ export function renderChart(input: ChartInput): string {
       }" y1="${y}" y2="${y}" stroke="#222" stroke-dasharray="6 4"/>`,
     );
     out.push(
-      `<text x="${W - PAD_R - 4}" y="${
-        y - 4
-      }" text-anchor="end" fill="#222">SLO ${fmtMs(input.sloMs)}</text>`,
+      `<text x="${W - PAD_R - 4}" y="${y - 4}" text-anchor="end" fill="#222">SLO ${
+        fmtMs(input.sloMs)
+      }</text>`,
     );
   }
   // Legend.
@@ -187,21 +175,15 @@ export function renderChart(input: ChartInput): string {
   legend.forEach(([label, color], i) => {
     const lx = W - PAD_R - 200 + i * 64;
     out.push(
-      `<line x1="${lx}" x2="${
-        lx + 18
-      }" y1="18" y2="18" stroke="${color}" stroke-width="3"/>`,
+      `<line x1="${lx}" x2="${lx + 18}" y1="18" y2="18" stroke="${color}" stroke-width="3"/>`,
     );
     out.push(`<text x="${lx + 22}" y="22">${label}</text>`);
   });
   out.push(
-    `<line x1="${PAD_L}" x2="${PAD_L}" y1="${top0}" y2="${
-      top0 + TOP_H
-    }" stroke="#999"/>`,
+    `<line x1="${PAD_L}" x2="${PAD_L}" y1="${top0}" y2="${top0 + TOP_H}" stroke="#999"/>`,
   );
   out.push(
-    `<line x1="${PAD_L}" x2="${PAD_L}" y1="${bot0}" y2="${
-      bot0 + BOT_H
-    }" stroke="#999"/>`,
+    `<line x1="${PAD_L}" x2="${PAD_L}" y1="${bot0}" y2="${bot0 + BOT_H}" stroke="#999"/>`,
   );
   out.push("</svg>");
   return out.join("\n") + "\n";

@@ -4,13 +4,7 @@
  *
  * @module
  */
-import type {
-  Outcome,
-  Program,
-  RequestSpec,
-  ResponseLike,
-  Target,
-} from "./_types.ts";
+import type { Outcome, Program, RequestSpec, ResponseLike, Target } from "./_types.ts";
 
 /** Headers of a PostgREST RPC call as supabase-js sends them with `.schema("api")`. */
 export function rpcHeaders(

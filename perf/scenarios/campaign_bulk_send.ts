@@ -18,22 +18,9 @@
  *
  * @module
  */
-import {
-  classifyByStatus,
-  functionPost,
-  newRunId,
-  parseJson,
-  rpcPost,
-} from "./_common.ts";
+import { classifyByStatus, functionPost, newRunId, parseJson, rpcPost } from "./_common.ts";
 import { expectJson } from "./_common.ts";
-import type {
-  Executor,
-  K6Options,
-  Outcome,
-  Profile,
-  Scenario,
-  SeedSummary,
-} from "./_types.ts";
+import type { Executor, K6Options, Outcome, Profile, Scenario, SeedSummary } from "./_types.ts";
 
 /** What setup hands every iteration. */
 export interface BulkSendData {
@@ -188,9 +175,8 @@ export const campaignBulkSend: Scenario<BulkSendData> = {
     const channels = (yield* expectJson(
       rpcPost(target, "list_channels", {}, summary.admin.jwt),
     )) as { id: string; phone_number_id: string }[];
-    let channelId = channels.find((c) =>
-      c.phone_number_id === summary.channel!.phone_number_id
-    )?.id;
+    let channelId = channels.find((c) => c.phone_number_id === summary.channel!.phone_number_id)
+      ?.id;
     if (!channelId) {
       const created = (yield* expectJson(rpcPost(target, "create_channel", {
         phone_number_id: summary.channel.phone_number_id,

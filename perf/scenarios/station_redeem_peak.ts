@@ -107,15 +107,12 @@ export const stationRedeemPeak: Scenario<RedeemData> = {
   flows: {
     redeem: {
       build({ summary, target, data, iteration }) {
-        const pool = data?.codes?.length
-          ? data.codes
-          : summary.codes.redeem_pool;
+        const pool = data?.codes?.length ? data.codes : summary.codes.redeem_pool;
         if (pool.length === 0) {
           throw new RangeError("No redeem codes: run setup or re-seed");
         }
         const runId = data?.run_id ?? `nosetup-${summary.generated_at}`;
-        const operator =
-          summary.operators[iteration % summary.operators.length];
+        const operator = summary.operators[iteration % summary.operators.length];
         const reused = iteration >= pool.length;
         const spec = rpcPost(
           target,

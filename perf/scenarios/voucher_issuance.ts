@@ -126,9 +126,7 @@ function issueFlow(size: "small" | "large"): Flow<IssuanceData> {
       const spec = rpcPost(target, "issue_vouchers", {
         campaign_id: summary.campaigns.redeem.id,
         count,
-        idempotency_key: `perf-issue-${
-          data?.run_id ?? summary.generated_at
-        }-${size}-${iteration}`,
+        idempotency_key: `perf-issue-${data?.run_id ?? summary.generated_at}-${size}-${iteration}`,
       }, summary.admin.jwt);
       spec.tags.batch = String(count);
       spec.timeoutMs = 30_000;
@@ -137,9 +135,7 @@ function issueFlow(size: "small" | "large"): Flow<IssuanceData> {
     classify(res, req) {
       const outcome = classifyByStatus(res, req);
       const body = parseJson(res.body) as { issued?: number } | null;
-      const issued = !outcome.failed && typeof body?.issued === "number"
-        ? body.issued
-        : 0;
+      const issued = !outcome.failed && typeof body?.issued === "number" ? body.issued : 0;
       if (!outcome.failed && issued !== Number(req.tags.batch)) {
         return {
           failed: true,

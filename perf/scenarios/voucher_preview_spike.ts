@@ -98,8 +98,7 @@ export const voucherPreviewSpike: Scenario<undefined> = {
           throw new RangeError("No preview codes in the seed summary");
         }
         const code = codes[iteration % codes.length];
-        const operator =
-          summary.operators[iteration % summary.operators.length];
+        const operator = summary.operators[iteration % summary.operators.length];
         const spec = iteration % 2 === 0
           ? rpcPost(target, "preview_voucher", { code }, operator.jwt)
           : rpcGet(target, "preview_voucher", { code }, operator.jwt);

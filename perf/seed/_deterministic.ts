@@ -32,9 +32,9 @@ export function seededUuid(
   const hex = createHash("md5").update(`perf:${seed}:${kind}:${n}`).digest(
     "hex",
   );
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${
-    hex.slice(17, 20)
-  }-${hex.slice(20, 32)}`;
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${
+    hex.slice(20, 32)
+  }`;
 }
 
 /** Multiplies by α in GF(2^5) with x^5 + x^2 + 1 (as app.code_check_char does). */
@@ -95,9 +95,7 @@ export function codeSql(nExpr: string, seedParam: string): string {
         + (((${col} + x'6a6a6a6a6a6a6a'::bigint) >> 7) & x'01010101010101'::bigint)
         + (((${col} + x'65656565656565'::bigint) >> 7) & x'01010101010101'::bigint)`;
   return `(select convert_from(substr(int8send(${swar("v.hi")}), 2, 7)
-        || int8send(((${
-    swar("v.lo")
-  }) << 8) | get_byte('${ALPHABET}'::bytea, v.c)), 'UTF8')
+        || int8send(((${swar("v.lo")}) << 8) | get_byte('${ALPHABET}'::bytea, v.c)), 'UTF8')
     from (
       select substring(r.bits, 1, 56)::bigint & x'1f1f1f1f1f1f1f'::bigint as hi,
              substring(r.bits, 57, 56)::bigint & x'1f1f1f1f1f1f1f'::bigint as lo,

@@ -95,8 +95,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "idempotency key lookup",
     rpc: "redeem_voucher, issue_vouchers, void_voucher",
     table: "app.idempotency_keys",
-    sql:
-      "select * from app.idempotency_keys k where k.scope = 'redeem_voucher' and k.key = $1",
+    sql: "select * from app.idempotency_keys k where k.scope = 'redeem_voucher' and k.key = $1",
     params: () => ["perf-explain-missing-key"],
     expect: /idempotency_keys_pkey/,
   },
@@ -123,8 +122,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "list_vouchers page by batch",
     rpc: "list_vouchers(batch_id => …)",
     table: "app.vouchers",
-    sql:
-      `select v.* from app.vouchers v where v.campaign_id = $1 and v.batch_id = $2 and v.id > 0
+    sql: `select v.* from app.vouchers v where v.campaign_id = $1 and v.batch_id = $2 and v.id > 0
           order by v.id limit 100`,
     params: (p) => [p.campaignId, p.batchId],
     expect: /vouchers_(batch_id_id|campaign_id_id)_idx/,
@@ -143,8 +141,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "campaign_stats voucher counts",
     rpc: "campaign_stats",
     table: "app.vouchers",
-    sql:
-      "select v.status, count(*) from app.vouchers v where v.campaign_id = $1 group by 1",
+    sql: "select v.status, count(*) from app.vouchers v where v.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
     expect: /vouchers_campaign_(id_id|issued)_idx/,
   },
@@ -152,8 +149,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "enqueue next targets",
     rpc: "pg_cron dispatch-promote-campaigns (app.enqueue_campaign_chunk)",
     table: "app.campaign_targets",
-    sql:
-      `select t.id, t.msisdn from app.campaign_targets t where t.campaign_id = $1 and t.id > 0
+    sql: `select t.id, t.msisdn from app.campaign_targets t where t.campaign_id = $1 and t.id > 0
           order by t.id limit 5000`,
     params: (p) => [p.bulkCampaignId],
     expect: /campaign_targets_campaign_id_id_idx/,
@@ -181,7 +177,8 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "campaign_stats message counts",
     rpc: "campaign_stats",
     table: "app.campaign_targets",
-    sql: "select m.status, count(*) from app.campaign_targets t join app.messages m on m.id = t.id " +
+    sql:
+      "select m.status, count(*) from app.campaign_targets t join app.messages m on m.id = t.id " +
       "where t.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
     expect: /campaign_targets_campaign_id_id_idx/,
@@ -311,9 +308,7 @@ export function renderExplain(results: PlanResult[], title: string): string {
   ];
   for (const r of results) {
     out.push(
-      `| ${r.name} | ${r.rpc} | ${
-        r.rows.toLocaleString("en-US")
-      } | \`${r.expected}\` | ` +
+      `| ${r.name} | ${r.rpc} | ${r.rows.toLocaleString("en-US")} | \`${r.expected}\` | ` +
         `${
           r.verdict === "uses index"
             ? "✅ uses index"
@@ -391,9 +386,7 @@ if (import.meta.main) {
   }
   if (values.compare && !SCALES[values.compare]) {
     console.error(
-      `Unknown scale "${values.compare}"; use one of ${
-        Object.keys(SCALES).join(", ")
-      }`,
+      `Unknown scale "${values.compare}"; use one of ${Object.keys(SCALES).join(", ")}`,
     );
     Deno.exit(2);
   }
@@ -456,12 +449,12 @@ if (import.meta.main) {
         const b = large[ep];
         const ratio = b.p95 / a.p95;
         cmp.push(
-          `| ${ep} | ${a.p50.toFixed(2)} ms | ${b.p50.toFixed(2)} ms | ${
-            a.p95.toFixed(2)
-          } ms | ${b.p95.toFixed(2)} ms | ` +
-            `${a.p99.toFixed(2)} ms | ${b.p99.toFixed(2)} ms | ${
-              ratio.toFixed(2)
-            } | ${ratio <= 1.2 ? "✅" : "❌"} |`,
+          `| ${ep} | ${a.p50.toFixed(2)} ms | ${b.p50.toFixed(2)} ms | ${a.p95.toFixed(2)} ms | ${
+            b.p95.toFixed(2)
+          } ms | ` +
+            `${a.p99.toFixed(2)} ms | ${b.p99.toFixed(2)} ms | ${ratio.toFixed(2)} | ${
+              ratio <= 1.2 ? "✅" : "❌"
+            } |`,
         );
       }
       cmp.push(
@@ -490,8 +483,6 @@ if (import.meta.main) {
     ...(((json.after as { plans: PlanResult[] } | undefined)?.plans) ?? []),
   ];
   Deno.exit(
-    results.some((r) => r.verdict === "WRONG PLAN" || r.verdict === "error")
-      ? 1
-      : 0,
+    results.some((r) => r.verdict === "WRONG PLAN" || r.verdict === "error") ? 1 : 0,
   );
 }

@@ -145,10 +145,9 @@ export async function seedDataset(
         redactUrl(env.dbUrl)
       }) with seed ${o.seed}: ${o.vouchers} vouchers, ${o.targets} targets`,
     );
-    const hasDispatch =
-      (await sql`select to_regclass('app.campaign_targets') is not null as ok`)[
-        0
-      ].ok as boolean;
+    const hasDispatch = (await sql`select to_regclass('app.campaign_targets') is not null as ok`)[
+      0
+    ].ok as boolean;
     const adminId = ids.admins[0];
 
     await step(
@@ -165,15 +164,12 @@ export async function seedDataset(
               email: `perf${o.seed}-operator${i + 1}@perf.local`,
             })),
           ];
-          await tx`insert into auth.users ${
-            tx(users, "id", "email")
-          } on conflict (id) do nothing`;
+          await tx`insert into auth.users ${tx(users, "id", "email")} on conflict (id) do nothing`;
           const stations = ids.stations.map((id, i) => ({
             id,
             code: ids.stationCode(i),
             name: `Perf station ${i + 1}`,
-            region:
-              ["Nairobi", "Mombasa", "Kisumu", "Nakuru", "Eldoret"][i % 5],
+            region: ["Nairobi", "Mombasa", "Kisumu", "Nakuru", "Eldoret"][i % 5],
           }));
           await tx`insert into app.stations ${
             tx(stations, "id", "code", "name", "region")
@@ -257,9 +253,7 @@ export async function seedDataset(
                     case when s.status = 'void' then now() - interval '1 day' end,
                     case when s.status = 'void' then $8::uuid end,
                     case when s.status = 'void' then 'Perf seed: voided sample' end
-             from (select n, ${codeSql("n", "$1")} as code, ${
-              statusSql("n")
-            } as status
+             from (select n, ${codeSql("n", "$1")} as code, ${statusSql("n")} as status
                    from generate_series($3::bigint, $4::bigint) n) s,
                   app.campaigns c
              where c.id = $9::uuid
@@ -322,9 +316,7 @@ export async function seedDataset(
     // Only codes still issued now (an earlier run may have redeemed some).
     const stillIssued = new Set(
       (await sql`select code from app.vouchers where code = any(${poolCandidates}) and status = 'issued'
-                 and (expires_at is null or expires_at > now())`).map((r) =>
-        r.code as string
-      ),
+                 and (expires_at is null or expires_at > now())`).map((r) => r.code as string),
     );
     const redeemPool = poolCandidates.filter((c) => stillIssued.has(c)).slice(
       0,
@@ -473,9 +465,7 @@ if (import.meta.main) {
   const scale = SCALES[values.scale!];
   if (!scale) {
     console.error(
-      `Unknown scale "${values.scale}"; use one of ${
-        Object.keys(SCALES).join(", ")
-      }`,
+      `Unknown scale "${values.scale}"; use one of ${Object.keys(SCALES).join(", ")}`,
     );
     Deno.exit(2);
   }
