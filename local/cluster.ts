@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
@@ -25,9 +25,8 @@ export const DB_URL = `postgresql://postgres:postgres@127.0.0.1:${PG_PORT}/postg
 export const AUTHENTICATOR_URL =
   `postgresql://authenticator:postgres@127.0.0.1:${PG_PORT}/postgres`;
 
-const DATA_DIR = join(LOCAL_DIR, "pgdata");
-const SOCKET_DIR = join(LOCAL_DIR, "run");
-const LOG_FILE = join(LOCAL_DIR, "postgres.log");
+/** Where the server keeps its files; see serverPaths(). */
+const SERVER_LINK = join(LOCAL_DIR, "server");
 
 /** Debian packages the cluster needs, beyond the PostgreSQL 15 server itself. */
 export const DEBIAN_PACKAGES = [
@@ -106,40 +105,59 @@ async function postgresCanReach(path: string): Promise<boolean> {
   return out.success;
 }
 
+interface ServerPaths {
+  dataDir: string;
+  socketDir: string;
+  logFile: string;
+}
+
+let paths: ServerPaths | undefined;
+
 /**
- * Where the data directory really lives. Normally `.local/pgdata`; when the
- * checkout sits under a directory the postgres user cannot enter (e.g. /root),
- * the data lives under /var/lib/voucher-platform and `.local/pgdata` links to it.
+ * The server's data directory, socket directory and log. Normally under
+ * `.local/server/`; when the checkout sits where the postgres OS user cannot
+ * enter (e.g. under /root), they live in /var/lib/voucher-platform/<hash of the
+ * checkout path> and `.local/server` is a symlink to it, for humans.
  */
-async function prepareDirectories(): Promise<void> {
+async function serverPaths(): Promise<ServerPaths> {
+  if (paths) return paths;
   await Deno.mkdir(LOCAL_DIR, { recursive: true });
+  let base = SERVER_LINK;
   if (isRoot && !(await postgresCanReach(LOCAL_DIR))) {
-    if (!(await exists(DATA_DIR))) {
-      const key = Array.from(
-        new Uint8Array(
-          await crypto.subtle.digest("SHA-256", new TextEncoder().encode(ROOT)),
-        ).slice(0, 6),
-      ).map((b) => b.toString(16).padStart(2, "0")).join("");
-      const real = `/var/lib/voucher-platform/${key}`;
-      await Deno.mkdir(real, { recursive: true });
-      await run(["chown", "-R", "postgres:postgres", "/var/lib/voucher-platform"]);
-      await Deno.symlink(real, DATA_DIR);
-    }
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(ROOT));
+    const key = Array.from(new Uint8Array(digest).slice(0, 6))
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    base = `/var/lib/voucher-platform/${key}`;
+    await Deno.mkdir(base, { recursive: true });
+    await run(["chown", "postgres:postgres", "/var/lib/voucher-platform", base]);
+    if (!(await exists(SERVER_LINK))) await Deno.symlink(base, SERVER_LINK);
   }
-  for (const dir of [DATA_DIR, SOCKET_DIR]) {
+  paths = {
+    dataDir: join(base, "pgdata"),
+    socketDir: join(base, "run"),
+    logFile: join(base, "postgres.log"),
+  };
+  return paths;
+}
+
+async function prepareDirectories(): Promise<ServerPaths> {
+  const p = await serverPaths();
+  for (const dir of [p.dataDir, p.socketDir]) {
     await Deno.mkdir(dir, { recursive: true });
-    if (isRoot) await run(["chown", "-R", "postgres:postgres", dir + "/"]);
+    if (isRoot) await run(["chown", "postgres:postgres", dir]);
   }
-  await Deno.writeTextFile(LOG_FILE, "", { append: true });
-  if (isRoot) await run(["chown", "postgres:postgres", LOG_FILE]);
+  if (isRoot) await run(["chown", "postgres:postgres", dirname(p.dataDir)]);
+  await Deno.writeTextFile(p.logFile, "", { append: true });
+  if (isRoot) await run(["chown", "postgres:postgres", p.logFile]);
+  return p;
 }
 
 /** Settings for a 2-core, 24 GiB development machine running tests and benchmarks. */
-const SETTINGS = `
+const settings = (socketDir: string) => `
 # --- voucher-platform local cluster (written by local/cluster.ts) ---
 listen_addresses = '127.0.0.1'
 port = ${PG_PORT}
-unix_socket_directories = '${SOCKET_DIR}'
+unix_socket_directories = '${socketDir}'
 max_connections = 200
 shared_buffers = '1GB'
 effective_cache_size = '8GB'
@@ -165,18 +183,18 @@ log_line_prefix = '%m [%p] %q%u@%d '
 `;
 
 export async function isInitialised(): Promise<boolean> {
-  return await exists(join(DATA_DIR, "PG_VERSION"));
+  return await exists(join((await serverPaths()).dataDir, "PG_VERSION"));
 }
 
-async function initdb(): Promise<void> {
-  console.log(`Creating cluster in ${DATA_DIR}`);
-  const pwfile = join(SOCKET_DIR, "pwfile");
+async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
+  console.log(`Creating cluster in ${dataDir}`);
+  const pwfile = join(socketDir, "pwfile");
   await Deno.writeTextFile(pwfile, "postgres\n");
   if (isRoot) await run(["chown", "postgres:postgres", pwfile]);
   await run([
     join(PG_BIN, "initdb"),
     "-D",
-    DATA_DIR,
+    dataDir,
     "-U",
     "postgres",
     "--pwfile",
@@ -188,7 +206,7 @@ async function initdb(): Promise<void> {
     "--locale=C.UTF-8",
   ], { asPostgres: true, quiet: true });
   await Deno.remove(pwfile);
-  await Deno.writeTextFile(join(DATA_DIR, "postgresql.conf"), SETTINGS, { append: true });
+  await Deno.writeTextFile(join(dataDir, "postgresql.conf"), settings(socketDir), { append: true });
 }
 
 export async function isRunning(): Promise<boolean> {
@@ -200,9 +218,9 @@ export async function isRunning(): Promise<boolean> {
 }
 
 /** Starts the server (idempotent), recovering from a stale postmaster.pid after a crash. */
-async function startServer(): Promise<void> {
+async function startServer({ dataDir, logFile }: ServerPaths): Promise<void> {
   if (await isRunning()) return;
-  const pidFile = join(DATA_DIR, "postmaster.pid");
+  const pidFile = join(dataDir, "postmaster.pid");
   if (await exists(pidFile)) {
     const pid = Number((await Deno.readTextFile(pidFile)).split("\n")[0]);
     let alive = false;
@@ -215,9 +233,9 @@ async function startServer(): Promise<void> {
   await run([
     join(PG_BIN, "pg_ctl"),
     "-D",
-    DATA_DIR,
+    dataDir,
     "-l",
-    LOG_FILE,
+    logFile,
     "-w",
     "-t",
     "60",
@@ -254,9 +272,9 @@ export async function migrate(): Promise<void> {
 /** Creates (if needed) and starts the cluster, bootstraps the platform, applies migrations. */
 export async function up(): Promise<void> {
   await ensurePackages();
-  await prepareDirectories();
-  if (!(await isInitialised())) await initdb();
-  await startServer();
+  const p = await prepareDirectories();
+  if (!(await isInitialised())) await initdb(p);
+  await startServer(p);
   await psql(["-f", join(ROOT, "sql", "supabase_platform.sql")]);
   await migrate();
 }
@@ -264,18 +282,36 @@ export async function up(): Promise<void> {
 export async function down(): Promise<void> {
   if (!(await isInitialised())) return;
   if (!(await isRunning())) return;
-  await run([join(PG_BIN, "pg_ctl"), "-D", DATA_DIR, "-m", "fast", "-w", "stop"], {
+  const { dataDir } = await serverPaths();
+  await run([join(PG_BIN, "pg_ctl"), "-D", dataDir, "-m", "fast", "-w", "stop"], {
     asPostgres: true,
     quiet: true,
   });
 }
 
+/** Restarts a running server (fast shutdown): what a crash-recovery test needs. */
+export async function restart(): Promise<void> {
+  const { dataDir, logFile } = await serverPaths();
+  await run([
+    join(PG_BIN, "pg_ctl"),
+    "-D",
+    dataDir,
+    "-l",
+    logFile,
+    "-m",
+    "fast",
+    "-w",
+    "-t",
+    "30",
+    "restart",
+  ], { asPostgres: true, quiet: true });
+}
+
 /** Stops the server and deletes every byte of local state. */
 export async function reset(): Promise<void> {
   await down();
-  const real = await Deno.realPath(DATA_DIR).catch(() => DATA_DIR);
-  await Deno.remove(real, { recursive: true }).catch(() => {});
-  await Deno.remove(DATA_DIR, { recursive: true }).catch(() => {});
+  const { dataDir } = await serverPaths();
+  await Deno.remove(dataDir, { recursive: true }).catch(() => {});
 }
 
 if (import.meta.main) {

@@ -9,8 +9,7 @@
  * test that does.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { LOCAL_DIR, PG_BIN } from "../../local/cluster.ts";
+import { restart } from "../../local/cluster.ts";
 import type { RunSummary } from "../../functions/dispatch/_run.ts";
 import {
   closeFallback,
@@ -26,32 +25,7 @@ import {
 
 async function restartPostgres(): Promise<number> {
   const t0 = performance.now();
-  const isRoot = Deno.uid() === 0;
-  const cmd = [
-    join(PG_BIN, "pg_ctl"),
-    "-D",
-    join(LOCAL_DIR, "pgdata"),
-    "-l",
-    join(LOCAL_DIR, "postgres.log"),
-    "-m",
-    "fast",
-    "-w",
-    "-t",
-    "30",
-    "restart",
-  ];
-  const argv = isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!out.success) {
-    throw new Error(
-      `pg_ctl restart failed: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
+  await restart();
   return performance.now() - t0;
 }
 
