@@ -21,6 +21,11 @@ export const PG_PORT = Number(Deno.env.get("PGPORT_LOCAL") ?? 54322);
 export const PG_BIN = "/usr/lib/postgresql/15/bin";
 /** Superuser URL (Supabase local uses postgres/postgres too). */
 export const DB_URL = `postgresql://postgres:postgres@127.0.0.1:${PG_PORT}/postgres`;
+/**
+ * DB_URL for the Supabase CLI, which insists on TLS for any port but 54322 unless
+ * told otherwise; the local server speaks plain TCP on loopback.
+ */
+export const CLI_DB_URL = `${DB_URL}?sslmode=disable`;
 /** The role the API gateway logs in as, as PostgREST does on Supabase. */
 export const AUTHENTICATOR_URL =
   `postgresql://authenticator:postgres@127.0.0.1:${PG_PORT}/postgres`;
@@ -264,7 +269,7 @@ export function supabaseCli(): string {
 
 /** Applies pending migrations with the real Supabase CLI and its ledger. */
 export async function migrate(): Promise<void> {
-  await run([supabaseCli(), "migration", "up", "--db-url", DB_URL], { quiet: true });
+  await run([supabaseCli(), "migration", "up", "--db-url", CLI_DB_URL], { quiet: true });
   // Tell the gateway's schema cache to reload, as PostgREST listens for.
   await psql(["-c", "notify pgrst, 'reload schema'"]);
 }

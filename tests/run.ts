@@ -14,7 +14,7 @@
  * @module
  */
 import { join } from "node:path";
-import { DB_URL, ROOT, supabaseCli } from "../local/cluster.ts";
+import { CLI_DB_URL, DB_URL, ROOT, supabaseCli } from "../local/cluster.ts";
 import { start } from "../local/stack.ts";
 
 interface Tally {
@@ -57,7 +57,7 @@ async function dbLint(): Promise<Tally> {
     "db",
     "lint",
     "--db-url",
-    DB_URL,
+    CLI_DB_URL,
     "--schema",
     "app,api",
     "--level",
