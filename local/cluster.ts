@@ -214,11 +214,18 @@ async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
   await Deno.writeTextFile(join(dataDir, "postgresql.conf"), settings(socketDir), { append: true });
 }
 
+/** True when this checkout's server is running (not merely something on the port). */
 export async function isRunning(): Promise<boolean> {
   if (!(await isInitialised())) return false;
-  const out = await new Deno.Command(join(PG_BIN, "pg_isready"), {
-    args: ["-h", "127.0.0.1", "-p", String(PG_PORT), "-q"],
-  }).output();
+  const { dataDir } = await serverPaths();
+  const cmd = [join(PG_BIN, "pg_ctl"), "-D", dataDir, "status"];
+  const argv = isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdout: "null",
+    stderr: "null",
+  })
+    .output();
   return out.success;
 }
 
