@@ -25,9 +25,7 @@ const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2
-    ? s[(s.length - 1) / 2]
-    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -81,17 +79,15 @@ try {
     }
   }
 
-  const t100k = await timed(() =>
-    sql`select app.issue_batch(${campaignId}, 100000)`
-  );
+  const t100k = await timed(() => sql`select app.issue_batch(${campaignId}, 100000)`);
 
   const mRpc = median(rpc);
   const mFloor = median(floor);
   console.log(`issue_vouchers(5000), ${RUNS} runs after 2 warm-up runs`);
   console.log(
-    `  api.issue_vouchers   median ${mRpc.toFixed(1)} ms  min ${
-      Math.min(...rpc).toFixed(1)
-    }  max ${Math.max(...rpc).toFixed(1)}`,
+    `  api.issue_vouchers   median ${mRpc.toFixed(1)} ms  min ${Math.min(...rpc).toFixed(1)}  max ${
+      Math.max(...rpc).toFixed(1)
+    }`,
   );
   console.log(
     `  raw insert (floor)   median ${mFloor.toFixed(1)} ms  min ${
@@ -105,15 +101,11 @@ try {
     }  max ${Math.max(...floorNoFk).toFixed(1)}`,
   );
   console.log(
-    `  ratio rpc/floor      ${
-      (mRpc / mFloor).toFixed(2)
-    }x   (target <= 1.5x; SLO 2000 ms)`,
+    `  ratio rpc/floor      ${(mRpc / mFloor).toFixed(2)}x   (target <= 1.5x; SLO 2000 ms)`,
   );
   console.log(`  ratio rpc/no-FK      ${(mRpc / mNoFk).toFixed(2)}x`);
   console.log(
-    `  rows/s via rpc       ${
-      Math.round(5000 / (mRpc / 1000)).toLocaleString("en")
-    }`,
+    `  rows/s via rpc       ${Math.round(5000 / (mRpc / 1000)).toLocaleString("en")}`,
   );
   console.log(
     `issue_batch(100000)    ${t100k.toFixed(0)} ms = ${

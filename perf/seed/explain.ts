@@ -101,8 +101,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "idempotency key lookup",
     rpc: "redeem_voucher, issue_vouchers, void_voucher",
     table: "app.idempotency_keys",
-    sql:
-      "select * from app.idempotency_keys k where k.scope = 'redeem_voucher' and k.key = $1",
+    sql: "select * from app.idempotency_keys k where k.scope = 'redeem_voucher' and k.key = $1",
     params: () => ["perf-explain-missing-key"],
     expect: /idempotency_keys_pkey/,
   },
@@ -131,8 +130,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "list_vouchers page by batch",
     rpc: "list_vouchers(batch_id => …)",
     table: "app.vouchers",
-    sql:
-      `select v.* from app.vouchers v where v.campaign_id = $1 and v.batch_id = $2 and v.id > 0
+    sql: `select v.* from app.vouchers v where v.campaign_id = $1 and v.batch_id = $2 and v.id > 0
           order by v.id limit 100`,
     params: (p) => [p.campaignId, p.batchId],
     expect: /vouchers_(batch_id_id|campaign_id_id)_idx/,
@@ -153,8 +151,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "campaign_stats voucher counts",
     rpc: "campaign_stats",
     table: "app.vouchers",
-    sql:
-      "select v.status, count(*) from app.vouchers v where v.campaign_id = $1 group by 1",
+    sql: "select v.status, count(*) from app.vouchers v where v.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
     expect: /vouchers_campaign_(id_id|issued)_idx/,
   },
@@ -162,13 +159,11 @@ export const PLAN_CHECKS: PlanCheck[] = [
     name: "enqueue next targets",
     rpc: "pg_cron dispatch-promote-campaigns (app.enqueue_campaign_chunk)",
     table: "app.campaign_targets",
-    sql:
-      `select t.id, t.msisdn from app.campaign_targets t where t.campaign_id = $1 and t.id > 0
+    sql: `select t.id, t.msisdn from app.campaign_targets t where t.campaign_id = $1 and t.id > 0
           order by t.id limit 5000`,
     params: (p) => [p.bulkCampaignId],
     expect: /campaign_targets_campaign_id_id_idx/,
-    matching:
-      "select count(*)::bigint as n from app.campaign_targets t where t.campaign_id = $1",
+    matching: "select count(*)::bigint as n from app.campaign_targets t where t.campaign_id = $1",
   },
   {
     name: "claim due messages of a channel",
@@ -198,8 +193,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
       "where t.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
     expect: /campaign_targets_campaign_id_id_idx/,
-    matching:
-      "select count(*)::bigint as n from app.campaign_targets t where t.campaign_id = $1",
+    matching: "select count(*)::bigint as n from app.campaign_targets t where t.campaign_id = $1",
   },
   {
     name: "opt-out check",
@@ -290,9 +284,7 @@ export async function explainAll(
         plan = err.plan;
       }
       const uses = check.expect.test(plan);
-      const matching = check.matching
-        ? Number((await sql.unsafe(check.matching, params))[0].n)
-        : 0;
+      const matching = check.matching ? Number((await sql.unsafe(check.matching, params))[0].n) : 0;
       const execution = plan.match(/Execution Time: ([\d.]+) ms/);
       results.push({
         name: check.name,
@@ -336,9 +328,7 @@ export function renderExplain(results: PlanResult[], title: string): string {
   ];
   for (const r of results) {
     out.push(
-      `| ${r.name} | ${r.rpc} | ${
-        r.rows.toLocaleString("en-US")
-      } | \`${r.expected}\` | ` +
+      `| ${r.name} | ${r.rpc} | ${r.rows.toLocaleString("en-US")} | \`${r.expected}\` | ` +
         `${
           r.verdict === "uses index"
             ? "✅ uses index"
@@ -416,9 +406,7 @@ if (import.meta.main) {
   }
   if (values.compare && !SCALES[values.compare]) {
     console.error(
-      `Unknown scale "${values.compare}"; use one of ${
-        Object.keys(SCALES).join(", ")
-      }`,
+      `Unknown scale "${values.compare}"; use one of ${Object.keys(SCALES).join(", ")}`,
     );
     Deno.exit(2);
   }
@@ -481,12 +469,12 @@ if (import.meta.main) {
         const b = large[ep];
         const ratio = b.p95 / a.p95;
         cmp.push(
-          `| ${ep} | ${a.p50.toFixed(2)} ms | ${b.p50.toFixed(2)} ms | ${
-            a.p95.toFixed(2)
-          } ms | ${b.p95.toFixed(2)} ms | ` +
-            `${a.p99.toFixed(2)} ms | ${b.p99.toFixed(2)} ms | ${
-              ratio.toFixed(2)
-            } | ${ratio <= 1.2 ? "✅" : "❌"} |`,
+          `| ${ep} | ${a.p50.toFixed(2)} ms | ${b.p50.toFixed(2)} ms | ${a.p95.toFixed(2)} ms | ${
+            b.p95.toFixed(2)
+          } ms | ` +
+            `${a.p99.toFixed(2)} ms | ${b.p99.toFixed(2)} ms | ${ratio.toFixed(2)} | ${
+              ratio <= 1.2 ? "✅" : "❌"
+            } |`,
         );
       }
       cmp.push(
@@ -515,8 +503,6 @@ if (import.meta.main) {
     ...(((json.after as { plans: PlanResult[] } | undefined)?.plans) ?? []),
   ];
   Deno.exit(
-    results.some((r) => r.verdict === "WRONG PLAN" || r.verdict === "error")
-      ? 1
-      : 0,
+    results.some((r) => r.verdict === "WRONG PLAN" || r.verdict === "error") ? 1 : 0,
   );
 }
