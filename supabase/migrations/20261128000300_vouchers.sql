@@ -285,57 +285,9 @@ grant execute on function api.set_staff to authenticated, service_role;
 
 -- API: campaigns and vouchers ---------------------------------------------------------
 
-create function api.create_campaign(
-  name text,
-  amount_minor bigint,
-  currency text,
-  starts_at timestamptz default now(),
-  expires_at timestamptz default null,
-  station_ids uuid[] default null
-) returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  actor app.actor := app.authorize(array['admin', 'service']);
-  campaign app.campaigns;
-  unknown uuid[];
-begin
-  if name is null or length(trim(name)) not between 1 and 200 then
-    perform app.raise_error('invalid_campaign', 'A campaign name of 1 to 200 characters is required.', 400);
-  end if;
-  if amount_minor is null or amount_minor <= 0 then
-    perform app.raise_error('invalid_amount',
-      format('amount_minor must be a positive integer of minor units, got %s.', amount_minor), 400);
-  end if;
-  if currency is null or upper(currency) !~ '^[A-Z]{3}$' then
-    perform app.raise_error('invalid_currency',
-      format('Currency must be an ISO 4217 code such as "KES", got "%s".', currency), 400);
-  end if;
-  if expires_at is not null and expires_at <= coalesce(starts_at, now()) then
-    perform app.raise_error('invalid_expiry', 'expires_at must be after starts_at.', 400);
-  end if;
-  select array_agg(s) into unknown
-  from unnest(coalesce(station_ids, '{}')) s
-  where not exists (select from app.stations st where st.id = s);
-  if unknown is not null then
-    perform app.raise_error('station_not_found',
-      format('Unknown station ids: %s.', array_to_string(unknown, ', ')), 404,
-      jsonb_build_object('station_ids', unknown));
-  end if;
-
-  insert into app.campaigns (name, amount_minor, currency, starts_at, expires_at, station_ids, created_by)
-  values (trim(name), amount_minor, upper(currency), coalesce(starts_at, now()), expires_at,
-          coalesce((select array_agg(distinct s) from unnest(station_ids) s), '{}'), actor.user_id)
-  returning * into campaign;
-  return to_jsonb(campaign);
-end;
-$$;
-
-revoke execute on function api.create_campaign(text, bigint, text, timestamptz, timestamptz, uuid[]) from public;
-grant execute on function api.create_campaign(text, bigint, text, timestamptz, timestamptz, uuid[])
-  to authenticated, service_role;
+-- api.create_campaign is defined once, in the dispatch migration, where the
+-- channels it may name exist: its voucher arguments (name, amount_minor,
+-- currency, starts_at, expires_at, station_ids) and the optional dispatch ones.
 
 create function api.issue_vouchers(
   campaign_id uuid,

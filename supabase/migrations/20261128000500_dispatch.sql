@@ -542,11 +542,9 @@ revoke execute on function api.list_channels from public;
 grant execute on function api.list_channels to authenticated, service_role;
 
 -- API: campaigns -------------------------------------------------------------------------------
--- create_campaign keeps its arguments and gains the dispatch ones (all optional,
--- so voucher-only campaigns work as before). PostgREST resolves functions by
+-- create_campaign: the voucher arguments, then the dispatch ones (all optional,
+-- so voucher-only campaigns need none of them). PostgREST resolves functions by
 -- argument names, so there is exactly one create_campaign.
-
-drop function if exists api.create_campaign(text, bigint, text, timestamptz, timestamptz, uuid[]);
 
 create function api.create_campaign(
   name text,
