@@ -50,7 +50,7 @@ export async function run(
   cmd: string[],
   opts: { asPostgres?: boolean; env?: Record<string, string>; quiet?: boolean; cwd?: string } = {},
 ): Promise<string> {
-  const argv = opts.asPostgres && isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
+  const argv = opts.asPostgres ? asPostgresArgv(cmd) : cmd;
   const out = await new Deno.Command(argv[0], {
     args: argv.slice(1),
     env: opts.env,
@@ -100,14 +100,25 @@ export async function ensurePackages(): Promise<void> {
   await run(["apt-get", "install", "-y", "-qq", ...missing], { env, quiet: true });
 }
 
-/** True when the postgres OS user can reach `path` (every ancestor searchable). */
-async function postgresCanReach(path: string): Promise<boolean> {
-  if (!isRoot) return true;
-  const out = await new Deno.Command("runuser", {
-    args: ["-u", "postgres", "--", "test", "-x", path],
+/** The argv that runs `cmd` as the postgres OS user when we are root. */
+function asPostgresArgv(cmd: string[]): string[] {
+  return isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
+}
+
+/** True when `cmd`, run as the postgres OS user, exits 0 (its output is discarded). */
+async function succeedsAsPostgres(cmd: string[]): Promise<boolean> {
+  const argv = asPostgresArgv(cmd);
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdout: "null",
     stderr: "null",
   }).output();
   return out.success;
+}
+
+/** True when the postgres OS user can reach `path` (every ancestor searchable). */
+async function postgresCanReach(path: string): Promise<boolean> {
+  return !isRoot || await succeedsAsPostgres(["test", "-x", path]);
 }
 
 interface ServerPaths {
@@ -218,15 +229,7 @@ async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
 export async function isRunning(): Promise<boolean> {
   if (!(await isInitialised())) return false;
   const { dataDir } = await serverPaths();
-  const cmd = [join(PG_BIN, "pg_ctl"), "-D", dataDir, "status"];
-  const argv = isRoot ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd;
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdout: "null",
-    stderr: "null",
-  })
-    .output();
-  return out.success;
+  return await succeedsAsPostgres([join(PG_BIN, "pg_ctl"), "-D", dataDir, "status"]);
 }
 
 /** Starts the server (idempotent), recovering from a stale postmaster.pid after a crash. */
