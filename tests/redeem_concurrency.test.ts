@@ -4,6 +4,7 @@
  * three times at once.
  */
 import assert from "node:assert/strict";
+import type postgres from "postgres";
 import { client, createWorld, issueCodes, superuser } from "./_support.ts";
 
 const CLIENTS = 32;
@@ -86,6 +87,55 @@ Deno.test("an offline queue flushed three times at once gives identical results 
       select count(*)::int as n from app.redemptions r join app.vouchers v on v.id = r.voucher_id
       where v.campaign_id = ${world.campaignId}`;
     assert.equal(n, 40);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("one key used at the same moment for two vouchers redeems only the first", async () => {
+  const sql = superuser();
+  try {
+    const world = await createWorld(sql);
+    const [first, second] = await issueCodes(world, 2);
+    const key = crypto.randomUUID();
+    const claims = JSON.stringify({ sub: world.operator.id, role: "authenticated" });
+    const redeem = (tx: postgres.TransactionSql, code: string) =>
+      tx`select set_config('request.jwt.claims', ${claims}, true),
+                api.redeem_voucher(${code}, ${key}) as result`;
+
+    // The first request redeems and holds its uncommitted key; the second, for
+    // another voucher under the same key, must wait for it and then give way.
+    let releaseFirst!: () => void;
+    const firstHolds = new Promise<void>((resolve) => (releaseFirst = resolve));
+    let firstRedeemed!: () => void;
+    const firstIsIn = new Promise<void>((resolve) => (firstRedeemed = resolve));
+    const firstTx = sql.begin(async (tx) => {
+      const [row] = await redeem(tx, first);
+      firstRedeemed();
+      await firstHolds;
+      return row.result;
+    });
+    await firstIsIn;
+    const secondTx = sql.begin((tx) => redeem(tx, second)).then(
+      () => "redeemed",
+      (e: postgres.PostgresError) => JSON.parse(e.message).code as string,
+    );
+    // Give the second request time to reach the key's unique index and wait there.
+    await new Promise((r) => setTimeout(r, 300));
+    const [waiting] = await sql`
+      select count(*)::int as n from pg_stat_activity
+      where wait_event_type = 'Lock' and query like '%api.redeem_voucher%'`;
+    releaseFirst();
+    assert.equal((await firstTx).status, "redeemed");
+    assert.equal(await secondTx, "idempotency_key_reused");
+    assert.equal(waiting.n, 1, "the second request waited on the first one's key");
+
+    const rows = await sql`
+      select app.format_code(v.code) as code, v.status, count(r.id)::int as records
+      from app.vouchers v left join app.redemptions r on r.voucher_id = v.id
+      where v.campaign_id = ${world.campaignId} group by v.code, v.status order by 1`;
+    const byCode = Object.fromEntries(rows.map((r) => [r.code, `${r.status}/${r.records}`]));
+    assert.deepStrictEqual(byCode, { [first]: "redeemed/1", [second]: "issued/0" });
   } finally {
     await sql.end();
   }

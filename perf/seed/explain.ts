@@ -112,7 +112,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     sql:
       "select v.* from app.vouchers v where v.campaign_id = $1 and v.id > $2 order by v.id limit 100",
     params: (p) => [p.campaignId, p.midId],
-    expect: /vouchers_campaign_(id_id|issued)_idx/,
+    expect: /vouchers_campaign_id_id_idx/,
     matching:
       "select count(*)::bigint as n from app.vouchers v where v.campaign_id = $1 and $2::bigint is not null",
   },
@@ -124,7 +124,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
       `select v.* from app.vouchers v where v.campaign_id = $1 and v.status = 'issued' and v.id > $2
           order by v.id limit 100`,
     params: (p) => [p.campaignId, p.midId],
-    expect: /vouchers_campaign_(issued|id_id)_idx/,
+    expect: /vouchers_campaign_id_id_idx/,
   },
   {
     name: "list_vouchers page by batch",
@@ -140,12 +140,12 @@ export const PLAN_CHECKS: PlanCheck[] = [
   {
     name: "expiry job scan",
     rpc: "pg_cron vouchers-expire (app.expire_vouchers)",
-    table: "app.vouchers",
-    sql: `select v.id from app.vouchers v
-          where v.status = 'issued' and v.expires_at is not null and v.expires_at <= now()
-          order by v.expires_at limit 10000`,
+    table: "app.voucher_batches",
+    sql: `select b.id from app.voucher_batches b
+          where b.expires_at <= now() and b.expiry_swept_at is null
+          order by b.expires_at`,
     params: () => [],
-    expect: /vouchers_issued_expires_at_idx/,
+    expect: /voucher_batches_expiry_due_idx/,
   },
   {
     name: "campaign_stats voucher counts",
@@ -153,7 +153,7 @@ export const PLAN_CHECKS: PlanCheck[] = [
     table: "app.vouchers",
     sql: "select v.status, count(*) from app.vouchers v where v.campaign_id = $1 group by 1",
     params: (p) => [p.bulkCampaignId],
-    expect: /vouchers_campaign_(id_id|issued)_idx/,
+    expect: /vouchers_campaign_id_id_idx/,
   },
   {
     name: "enqueue next targets",

@@ -1,7 +1,7 @@
 -- Vouchers: schema, security, issuance, preview, listing, void, idempotency.
 begin;
 \ir helpers.sql
-select plan(76);
+select plan(75);
 
 -- Structure -------------------------------------------------------------------
 
@@ -29,19 +29,19 @@ select is(
    where table_schema = 'app' and grantee in ('anon', 'authenticated', 'service_role', 'public')),
   0, 'No platform role has a direct grant on any app table');
 
-select has_index('app', 'vouchers', 'vouchers_campaign_issued_idx', array['campaign_id', 'id'],
-  'Issued vouchers by campaign have an index');
+-- Redeem, void and expiry change a voucher's status; an index naming status
+-- (even in its predicate) would make each of those updates insert into every index.
 select is(
-  (select pg_get_expr(i.indpred, i.indrelid) from pg_index i
-   where i.indexrelid = 'app.vouchers_campaign_issued_idx'::regclass),
-  '(status = ''issued''::text)', 'The campaign index covers only issued vouchers (partial)');
-select has_index('app', 'vouchers', 'vouchers_issued_expires_at_idx', array['expires_at'],
-  'Issued vouchers by expiry have an index for the expiry job');
-select is(
-  (select pg_get_expr(i.indpred, i.indrelid) from pg_index i
-   where i.indexrelid = 'app.vouchers_issued_expires_at_idx'::regclass),
-  '((status = ''issued''::text) AND (expires_at IS NOT NULL))',
-  'The expiry index covers only issued vouchers that can expire (partial)');
+  (select count(*)::integer from pg_index i
+   where i.indrelid = 'app.vouchers'::regclass
+     and (pg_get_expr(i.indpred, i.indrelid) ~ 'status'
+          or exists (select from pg_attribute a
+                     where a.attrelid = i.indrelid and a.attname = 'status' and a.attnum = any (i.indkey)))),
+  0, 'No index on vouchers names status, so status changes are HOT updates');
+select is((select reloptions from pg_class where oid = 'app.vouchers'::regclass), array['fillfactor=85'],
+  'Voucher pages keep room for their one in-place update');
+select has_index('app', 'voucher_batches', 'voucher_batches_expiry_due_idx', array['expires_at'],
+  'Batches past expiry that the expiry job has not swept have an index');
 select has_index('app', 'vouchers', 'vouchers_campaign_id_id_idx', array['campaign_id', 'id'],
   'list_vouchers pages by campaign through an index');
 select has_index('app', 'vouchers', 'vouchers_batch_id_id_idx', array['batch_id', 'id'],

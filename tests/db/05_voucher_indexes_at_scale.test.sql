@@ -41,7 +41,8 @@ select matches(tests.plan_of($$select v.* from app.vouchers v
 select matches(tests.plan_of(format($$select v.* from app.vouchers v
   where v.campaign_id = '00000000-0000-4000-8000-0000000f0001' and v.batch_id = %L and v.id > 0
   order by v.id limit 100$$, :'batch_id')),
-  'Index Scan using vouchers_(batch_id_id|campaign_id_id)_idx',
+  -- Which of the two depends on how many batches ANALYZE believes there are.
+  'Index Scan (using|on) vouchers_(batch_id_id|campaign_id_id)_idx',
   'list_vouchers by batch uses an index, not a sequential scan');
 
 select * from finish();

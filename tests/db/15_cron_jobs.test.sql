@@ -2,7 +2,7 @@
 -- promote and enqueue in chunks, complete campaigns, expire vouchers, purge keys and logs.
 begin;
 \ir helpers.sql
-select plan(27);
+select plan(29);
 
 -- Registration -------------------------------------------------------------------------------------
 
@@ -109,20 +109,31 @@ select is(tests.campaign_state('00000000-0000-4000-8000-000000000152'), 'paused 
 
 -- Voucher expiry ------------------------------------------------------------------------------------------
 
+-- Two batches of one campaign: a small one whose expiry has passed (one of its
+-- vouchers voided), and a big one that expires tomorrow.
 insert into app.campaigns (id, name, amount_minor, currency)
 values ('00000000-0000-4000-8000-000000000154', 'Expiring', 100, 'KES');
-select app.issue_batch('00000000-0000-4000-8000-000000000154', 20000, now() + interval '1 day') is not null as issued \gset
-update app.vouchers set expires_at = now() - interval '1 minute'
-where id in (select id from app.vouchers where campaign_id = '00000000-0000-4000-8000-000000000154' order by id limit 3);
+select app.issue_batch('00000000-0000-4000-8000-000000000154', 3, now() + interval '1 day') ->> 'batch_id'
+  as due_batch \gset
+select app.issue_batch('00000000-0000-4000-8000-000000000154', 20000, now() + interval '1 day') ->> 'batch_id'
+  as later_batch \gset
+-- Time passes for the small batch (its vouchers share its expiry).
+update app.voucher_batches set expires_at = now() - interval '1 minute' where id = :'due_batch';
+update app.vouchers set expires_at = now() - interval '1 minute' where batch_id = :'due_batch';
 update app.vouchers set status = 'void', voided_at = now()
-where id = (select min(id) from app.vouchers where campaign_id = '00000000-0000-4000-8000-000000000154');
+where id = (select min(id) from app.vouchers where batch_id = :'due_batch');
 analyze app.vouchers;
+analyze app.voucher_batches;
 select ok(app.expire_vouchers() >= 2, 'The expiry job expires issued vouchers past their expiry');
 select results_eq(
   $$select status, count(*)::integer from app.vouchers where campaign_id = '00000000-0000-4000-8000-000000000154'
     group by status order by status$$,
-  $$values ('expired', 2), ('issued', 19997), ('void', 1)$$,
+  $$values ('expired', 2), ('issued', 20000), ('void', 1)$$,
   'Only issued vouchers past expiry change; void and unexpired ones are untouched');
+select isnt((select expiry_swept_at from app.voucher_batches where id = :'due_batch'), null,
+  'A batch with no issued voucher left is marked swept');
+select is((select expiry_swept_at from app.voucher_batches where id = :'later_batch'), null,
+  'A batch not yet expired is not');
 select app.expire_vouchers() as again \gset
 select is((select count(*)::integer from app.vouchers
            where campaign_id = '00000000-0000-4000-8000-000000000154' and status = 'expired'), 2,
@@ -135,9 +146,9 @@ begin
   return plan::text;
 end;
 $$;
-select ok(tests.plan_of($$select v.id from app.vouchers v where v.status = 'issued' and v.expires_at is not null
-    and v.expires_at <= now() order by v.expires_at limit 10000 for update skip locked$$)
-  like '%vouchers_issued_expires_at_idx%', 'The expiry job scans the partial index vouchers_issued_expires_at_idx');
+select ok(tests.plan_of($$select b.id from app.voucher_batches b where b.expires_at <= now()
+    and b.expiry_swept_at is null order by b.expires_at for update skip locked$$)
+  like '%voucher_batches_expiry_due_idx%', 'The expiry job finds due batches through voucher_batches_expiry_due_idx');
 
 -- Purges ----------------------------------------------------------------------------------------------------
 
