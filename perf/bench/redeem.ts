@@ -11,7 +11,14 @@
  *      the latency instead of silently lowering the rate;
  *  (c) `pgbench` with a single-row `UPDATE … WHERE id = :id` at the same
  *      concurrency: the floor for a one-row write transaction on this machine.
- * Prints throughput and p50/p95/p99 for each and the ratio (a)/(c).
+ * Prints throughput and p50/p95/p99 for each, WAL bytes per transaction for the
+ * pgbench runs, and the ratio (a)/(c).
+ *
+ * Idempotency keys are made the way our clients make them
+ * (`functions/_shared/idempotency_key.ts`: UUIDv7, time-ordered); one more pgbench
+ * run, (a-v4), repeats (a) with random UUIDv4 keys to show what that choice costs.
+ * Codes are redeemed in random order, as stations do, not in issue order (which
+ * would put concurrent redeems on the same heap pages).
  *
  * Usage: deno run -A perf/bench/redeem.ts [--seconds 15] [--rate 500] [--rate-seconds 30]
  *
@@ -20,6 +27,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
+import { newIdempotencyKey } from "../../functions/_shared/idempotency_key.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -80,9 +88,10 @@ async function fixtures(n: number) {
   await sql`select app.issue_batch(${campaign.id}, ${n})`;
   const codes = await sql`
     select app.format_code(code) as code from app.vouchers
-    where campaign_id = ${campaign.id} order by id`;
+    where campaign_id = ${campaign.id} order by md5(code)`;
   return {
     userId: user.id as string,
+    stationId: station.id as string,
     codes: codes.map((r) => r.code as string),
   };
 }
@@ -102,7 +111,7 @@ async function direct(userId: string, codes: string[]) {
         await sql.unsafe(
           `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
             literal(claims)
-          }, true); select api.redeem_voucher(${literal(code)}, ${literal(crypto.randomUUID())})`,
+          }, true); select api.redeem_voucher(${literal(code)}, ${literal(newIdempotencyKey())})`,
         ).simple();
         latencies.push(performance.now() - t0);
       } catch {
@@ -144,7 +153,7 @@ async function gateway(userId: string, codes: string[]) {
         },
         body: JSON.stringify({
           code: codes[i],
-          idempotency_key: crypto.randomUUID(),
+          idempotency_key: newIdempotencyKey(),
         }),
       });
       await res.arrayBuffer();
@@ -161,10 +170,14 @@ async function gateway(userId: string, codes: string[]) {
   return { n: latencies.length, seconds, latencies, errors, statuses };
 }
 
-/** Runs a pgbench script at the benchmark's concurrency; per-transaction latencies from its log. */
+/**
+ * Runs a pgbench script at the benchmark's concurrency: per-transaction
+ * latencies from its log, and the WAL the run wrote per transaction.
+ */
 async function pgbench(script: string) {
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/script.sql`, script);
+  const [{ lsn: before }] = await sql`select pg_current_wal_lsn() as lsn`;
   const out = await new Deno.Command("/usr/lib/postgresql/15/bin/pgbench", {
     args: [
       "-n",
@@ -184,6 +197,7 @@ async function pgbench(script: string) {
     stdout: "piped",
     stderr: "piped",
   }).output();
+  const [{ bytes }] = await sql`select pg_current_wal_lsn() - ${before}::pg_lsn as bytes`;
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) {
     throw new Error(`pgbench failed: ${new TextDecoder().decode(out.stderr)}`);
@@ -200,7 +214,12 @@ async function pgbench(script: string) {
   }
   await Deno.remove(dir, { recursive: true });
   const tps = Number(text.match(/tps = ([\d.]+)/)?.[1] ?? NaN);
-  return { n: latencies.length, seconds: latencies.length / tps, latencies };
+  return {
+    n: latencies.length,
+    seconds: latencies.length / tps,
+    latencies,
+    walPerTx: Number(bytes) / latencies.length,
+  };
 }
 
 /** (c) The floor: a one-row UPDATE by primary key on a 100k-row table. */
@@ -209,6 +228,7 @@ async function updateFloor() {
   await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
   await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
   await sql`vacuum analyze public.bench_update_floor`;
+  await sql`checkpoint`;
   try {
     return await pgbench(
       "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
@@ -221,24 +241,33 @@ async function updateFloor() {
 /**
  * (a) redeem_voucher over SQL from pgbench's C client, so the client costs the
  * same as the floor's: each transaction is the gateway's message (role + claims,
- * then the call) and takes the next unused code from a numbered list.
+ * then the call) and takes the next unused code, with its key, from a numbered
+ * list. Keys: UUIDv7 made now, in list order (as a station makes them when it
+ * takes redemptions), or random UUIDv4.
  */
-async function redeemPgbench(userId: string, codes: string[]) {
+async function redeemPgbench(
+  userId: string,
+  codes: string[],
+  keys: "v7" | "v4",
+  call = "api.redeem_voucher(c.code, c.key)",
+) {
+  const keyList = codes.map(() => keys === "v7" ? newIdempotencyKey() : crypto.randomUUID());
   await sql`drop table if exists public.bench_redeem_codes`;
-  await sql`create table public.bench_redeem_codes (id bigint primary key, code text not null)`;
+  await sql`create table public.bench_redeem_codes (id bigint primary key, code text not null, key text not null)`;
   await sql`
     insert into public.bench_redeem_codes
-    select ordinality, code from unnest(${codes}::text[]) with ordinality code`;
+    select n, code, key from unnest(${codes}::text[], ${keyList}::text[]) with ordinality u(code, key, n)`;
   await sql`create sequence if not exists public.bench_redeem_seq`;
   await sql`alter sequence public.bench_redeem_seq restart`;
   await sql`grant select on public.bench_redeem_codes to authenticated`;
   await sql`grant usage on sequence public.bench_redeem_seq to authenticated`;
+  await sql`checkpoint`;
   const claims = JSON.stringify({ sub: userId, role: "authenticated" });
   try {
     return await pgbench(
       `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
         literal(claims)
-      }, true) \\; select api.redeem_voucher(c.code, gen_random_uuid()::text) from public.bench_redeem_codes c where c.id = (select nextval('public.bench_redeem_seq'));\n`,
+      }, true) \\; select ${call} from public.bench_redeem_codes c where c.id = (select nextval('public.bench_redeem_seq'));\n`,
     );
   } finally {
     await sql`drop table public.bench_redeem_codes`;
@@ -246,8 +275,53 @@ async function redeemPgbench(userId: string, codes: string[]) {
   }
 }
 
+/**
+ * (w) A second baseline: the three rows a redeem must write — the voucher's
+ * status, the redemption record, the idempotency key with a response — by the
+ * same statement shapes as api.redeem_voucher, in a security definer function
+ * like it, but with no authorisation, validation, lookup or response building.
+ * (a)/(w) is how close the RPC is to its own writes.
+ */
+async function writesOnly(userId: string, stationId: string, codes: string[]) {
+  await sql`
+    create or replace function public.bench_redeem_writes(code text, key text, station uuid, actor uuid)
+    returns boolean
+    language plpgsql security definer set search_path = ''
+    as $$
+    begin
+      with redeemed as (
+        update app.vouchers v
+        set status = 'redeemed', redeemed_at = now(), redeemed_station_id = station, redeemed_by = actor
+        where v.code = app.normalize_code(bench_redeem_writes.code) and v.status = 'issued'
+        returning v.id
+      ), recorded as (
+        insert into app.redemptions (voucher_id, station_id, redeemed_by, idempotency_key)
+        select r.id, station, actor, bench_redeem_writes.key from redeemed r
+        returning id
+      )
+      insert into app.idempotency_keys (scope, key, request_hash, response)
+      select 'redeem_voucher', bench_redeem_writes.key, '\\x00'::bytea, jsonb_build_object('redemption_id', rec.id)
+      from recorded rec;
+      return found;
+    end;
+    $$`;
+  await sql`grant execute on function public.bench_redeem_writes to authenticated`;
+  try {
+    return await redeemPgbench(
+      userId,
+      codes,
+      "v7",
+      `public.bench_redeem_writes(c.code, c.key, '${stationId}', '${userId}')`,
+    );
+  } finally {
+    await sql`drop function public.bench_redeem_writes`;
+  }
+}
+
 try {
   const pgbenchRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
+  const v4Run = await fixtures(Math.max(100_000, 3000 * SECONDS));
+  const writesRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const directRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const gatewayRun = await fixtures(RATE * RATE_SECONDS);
   await sql`checkpoint`;
@@ -255,6 +329,8 @@ try {
   console.log(
     `redeem benchmark: ${CONNECTIONS} connections, ${SECONDS} s each for (a) and (c), gateway ${RATE}/s for ${RATE_SECONDS} s`,
   );
+  const wal = (r: { walPerTx: number }) =>
+    console.log(`    WAL ${r.walPerTx.toFixed(0)} bytes per transaction`);
   const c = await updateFloor();
   const floor = line(
     "(c) pgbench 1-row UPDATE (floor)",
@@ -262,13 +338,21 @@ try {
     c.seconds,
     c.latencies,
   );
-  const a = await redeemPgbench(pgbenchRun.userId, pgbenchRun.codes);
+  wal(c);
+  const a = await redeemPgbench(pgbenchRun.userId, pgbenchRun.codes, "v7");
   const rateA = line(
     "(a) redeem_voucher, pgbench client",
     a.n,
     a.seconds,
     a.latencies,
   );
+  wal(a);
+  const a4 = await redeemPgbench(v4Run.userId, v4Run.codes, "v4");
+  line("(a-v4) same, random UUIDv4 keys", a4.n, a4.seconds, a4.latencies);
+  wal(a4);
+  const w = await writesOnly(writesRun.userId, writesRun.stationId, writesRun.codes);
+  const rateW = line("(w) the three writes alone", w.n, w.seconds, w.latencies);
+  wal(w);
   const a2 = await direct(directRun.userId, directRun.codes);
   line(
     "(a') redeem_voucher, postgres.js",
@@ -289,6 +373,11 @@ try {
     `    gateway statuses: ${JSON.stringify(Object.fromEntries(b.statuses))}`,
   );
   console.log(`ratio (a)/(c) = ${(rateA / floor).toFixed(2)}  (target >= 0.5)`);
+  console.log(
+    `ratio (w)/(c) = ${(rateW / floor).toFixed(2)}  (the writes alone)   ratio (a)/(w) = ${
+      (rateA / rateW).toFixed(2)
+    }  (the RPC against its writes)`,
+  );
 } finally {
   await sql.end();
 }
