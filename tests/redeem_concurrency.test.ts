@@ -140,3 +140,55 @@ Deno.test("one key used at the same moment for two vouchers redeems only the fir
     await sql.end();
   }
 });
+
+Deno.test("a flush racing another request's key is refused whole, and its retry answers per item", async () => {
+  const sql = superuser();
+  try {
+    const world = await createWorld(sql);
+    const [held, reused, other] = await issueCodes(world, 3);
+    const key = crypto.randomUUID();
+    const claims = JSON.stringify({ sub: world.operator.id, role: "authenticated" });
+    const items = [
+      { code: reused, idempotency_key: key },
+      { code: other, idempotency_key: crypto.randomUUID() },
+    ];
+    const flush = () =>
+      sql.begin((tx) =>
+        tx`select set_config('request.jwt.claims', ${claims}, true),
+                  api.redeem_vouchers(${sql.json(items)}) as result`
+      );
+
+    let release!: () => void;
+    const holding = new Promise<void>((resolve) => (release = resolve));
+    let started!: () => void;
+    const isIn = new Promise<void>((resolve) => (started = resolve));
+    const first = sql.begin(async (tx) => {
+      await tx`select set_config('request.jwt.claims', ${claims}, true),
+                      api.redeem_voucher(${held}, ${key})`;
+      started();
+      await holding;
+    });
+    await isIn;
+    const racing = flush().then(
+      () => "accepted",
+      (e: postgres.PostgresError) => JSON.parse(e.message).code as string,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    release();
+    await first;
+    assert.equal(await racing, "idempotency_key_reused", "the racing flush is refused whole");
+    const [{ n }] = await sql`
+      select count(*)::int as n from app.vouchers
+      where campaign_id = ${world.campaignId} and status = 'redeemed'`;
+    assert.equal(n, 1, "the refused flush redeemed nothing");
+
+    const [{ result }] = await flush();
+    assert.deepStrictEqual(
+      result.results.map((r: { ok: boolean; error?: { code: string } }) => r.ok || r.error?.code),
+      ["idempotency_key_reused", true],
+      "retried, the flush answers each item",
+    );
+  } finally {
+    await sql.end();
+  }
+});
