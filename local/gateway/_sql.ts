@@ -20,19 +20,9 @@
  * @module
  */
 import type { Routine } from "./_schema_cache.ts";
+import { quoteLiteral } from "../../functions/_shared/sql_literal.ts";
 
-/** Raised for a value that cannot be sent as a SQL literal (a NUL character). */
-export class SqlLiteralError extends Error {
-  override name = "SqlLiteralError";
-}
-
-/** `E'…'` literal: backslashes and quotes doubled. */
-export function quoteLiteral(value: string): string {
-  if (value.includes("\0")) {
-    throw new SqlLiteralError("Cannot send a value containing a NUL character to Postgres");
-  }
-  return `E'${value.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
-}
+export { quoteLiteral, SqlLiteralError } from "../../functions/_shared/sql_literal.ts";
 
 /** Double-quoted identifier. */
 export function quoteIdent(name: string): string {

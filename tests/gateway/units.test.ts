@@ -45,22 +45,32 @@ Deno.test("pgErrorStatus() follows PostgREST's SQLSTATE → HTTP status table", 
   }
 });
 
-Deno.test("quoteLiteral() round-trips hostile strings through Postgres unchanged", async () => {
+Deno.test("quoteLiteral() round-trips hostile strings, whatever standard_conforming_strings is", async () => {
   const values = [
+    "",
     "plain",
     "it's",
+    "''",
+    "\\",
     "back\\slash \\' mixed",
+    "\\'; select 1; --",
     "'); drop table app.vouchers; --",
-    "$$ dollar $$",
+    "$$ dollar $q$ $$",
+    "E'x'",
     '{"json": "with \\"quotes\\" and \\\\ backslashes"}',
     "ünïcödé ✓ 🚀",
-    "new\nline\ttab",
+    "new\nline\ttab\rreturn",
   ];
   await withSuperuser(async (sql) => {
-    for (const value of values) {
-      const [row] = await sql.unsafe(`select ${quoteLiteral(value)}::text as v`);
-      assert.equal(row.v, value);
+    for (const conforming of ["on", "off"]) {
+      // A query of its own: the setting applies when the next query is parsed.
+      await sql.unsafe(`set standard_conforming_strings = ${conforming}`);
+      for (const value of values) {
+        const [row] = await sql.unsafe(`select ${quoteLiteral(value)}::text as v`);
+        assert.equal(row.v, value, `standard_conforming_strings = ${conforming}`);
+      }
     }
+    await sql.unsafe("reset standard_conforming_strings");
     const [row] = await sql.unsafe(`select 1 as ${quoteIdent('we"ird')}`);
     assert.equal(row['we"ird'], 1);
   });
