@@ -16,15 +16,22 @@
  * (`prepare: false`) and every session setting is `set local` (third argument
  * `true` of `set_config`) inside the transaction that needs it.
  *
+ * Two ways to run an RPC as `service_role`: {@link callAsServiceRole} sends the
+ * settings and the call as one simple-protocol query (one round trip; what the
+ * queue RPCs in `rpc.ts` use, several times a second), {@link asServiceRole}
+ * opens a transaction for any number of statements (three round trips or more).
+ *
  * @example
- * import { asServiceRole, getDb } from "./db.ts";
- * const result = await asServiceRole(getDb(), (tx) =>
- *   tx.unsafe("select api.record_opt_out(msisdn => $1::text, source => $2::text) as r", ["+254700000001", "api"])
+ * import { callAsServiceRole, getDb, sqlValue } from "./db.ts";
+ * const [row] = await callAsServiceRole(
+ *   getDb(),
+ *   `select api.record_opt_out(msisdn => ${sqlValue("+254700000001")}, source => 'api') as r`,
  * );
  *
  * @module
  */
 import postgres from "postgres";
+import { quoteLiteral } from "./sql_literal.ts";
 
 /** A postgres.js client (pool). */
 export type Sql = postgres.Sql;
@@ -187,6 +194,56 @@ export async function asServiceRole<T>(db: Sql, fn: (tx: Tx) => Promise<T>): Pro
 }
 
 const SERVICE_CLAIMS = JSON.stringify({ role: "service_role", iss: "supabase" });
+
+/**
+ * An argument rendered for {@link callAsServiceRole}'s statement: `null`, a finite
+ * number as digits, a boolean, or a string as {@link quoteLiteral}. Cast it in the
+ * SQL (`${sqlValue(id)}::uuid`) exactly as a bind parameter would be typed.
+ *
+ * @throws {TypeError} for a non-finite number.
+ *
+ * @example
+ * sqlValue(null); // "null"
+ * sqlValue(100); // "100"
+ */
+export function sqlValue(value: string | number | boolean | null): string {
+  if (value === null) return "null";
+  if (typeof value === "boolean") return value ? "true" : "false";
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new TypeError(`Not a finite number: ${value}`);
+    return String(value);
+  }
+  return quoteLiteral(value);
+}
+
+const SET_SERVICE_ROLE = "select set_config('role', 'service_role', true), " +
+  `set_config('request.jwt.claims', ${quoteLiteral(SERVICE_CLAIMS)}, true)`;
+
+/**
+ * Runs one statement as `service_role` with service claims in ONE round trip:
+ * the settings and `statement` go as a single simple-protocol query, which
+ * Postgres runs as one implicit transaction — committed when the statement
+ * succeeds, rolled back when it fails — with the role already set when
+ * `statement` is parsed, so its privileges are checked as `service_role`, exactly
+ * as with {@link asServiceRole} (which costs BEGIN, the statements and COMMIT:
+ * three round trips, and holds any locks the call takes until the client's
+ * COMMIT arrives). The simple protocol has no bind parameters: build `statement`
+ * with {@link sqlValue} only. Business errors come out as
+ * {@link RpcError}; anything else is rethrown unchanged.
+ *
+ * @example
+ * const [row] = await callAsServiceRole(db, `select api.queue_health() as r`);
+ */
+export async function callAsServiceRole(db: Sql, statement: string): Promise<postgres.Row[]> {
+  try {
+    const results = await db.unsafe(
+      `${SET_SERVICE_ROLE};\n${statement}`,
+    ) as unknown as postgres.Row[][];
+    return results[results.length - 1];
+  } catch (err) {
+    throw toRpcError(err);
+  }
+}
 
 /**
  * Converts a PostgREST-style custom error (`sqlstate 'PGRST'`, message = JSON

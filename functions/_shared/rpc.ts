@@ -2,9 +2,12 @@
  * Typed calls to the dispatch-queue RPCs the Edge Functions use
  * (`supabase/migrations/20261128000500_dispatch.sql`), over the direct
  * connection of `db.ts` as `service_role` (see there why not over HTTP).
- * Arguments are passed by name with explicit types (JSON goes as `$n::text::jsonb`:
- * postgres.js would JSON-encode a string a second time for a parameter the server
- * describes as jsonb); results are checked with
+ * Each call is one round trip ({@link callAsServiceRole}: the role, the claims
+ * and the call in one simple-protocol query, one implicit transaction), so a
+ * claim's channel lock is released by the server's commit, not held until the
+ * client's COMMIT arrives. Arguments are passed by name with explicit casts,
+ * rendered with {@link sqlValue} (the simple protocol has no bind parameters;
+ * JSON goes as a quoted literal cast to jsonb); results are checked with
  * zod, so a migration that changes a shape fails loudly here, not deep in a loop.
  *
  * @example
@@ -15,7 +18,7 @@
  * @module
  */
 import { z } from "zod";
-import { asServiceRole, type Sql } from "./db.ts";
+import { callAsServiceRole, type Sql, sqlValue } from "./db.ts";
 
 /** One message leased by `api.claim_messages`. */
 export const ClaimedMessageSchema = z.object({
@@ -104,8 +107,8 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, fn: string): T {
   return parsed.data;
 }
 
-async function call(db: Sql, sql: string, params: unknown[]): Promise<unknown> {
-  const rows = await asServiceRole(db, (tx) => tx.unsafe(sql, params as never[]));
+async function call(db: Sql, statement: string): Promise<unknown> {
+  const rows = await callAsServiceRole(db, statement);
   return rows[0]?.result;
 }
 
@@ -123,9 +126,11 @@ export async function claimMessages(
 ): Promise<ClaimedMessage[]> {
   const result = await call(
     db,
-    "select api.claim_messages(channel_id => $1::uuid, max => $2::integer, " +
-      "lease_seconds => $3::integer, worker => $4::text) as result",
-    [opts.channelId ?? null, opts.max, opts.leaseSeconds, opts.worker],
+    "select api.claim_messages(" +
+      `channel_id => ${sqlValue(opts.channelId ?? null)}::uuid, ` +
+      `max => ${sqlValue(opts.max)}::integer, ` +
+      `lease_seconds => ${sqlValue(opts.leaseSeconds)}::integer, ` +
+      `worker => ${sqlValue(opts.worker)}::text) as result`,
   );
   return parse(z.array(ClaimedMessageSchema), result, "claim_messages");
 }
@@ -144,8 +149,9 @@ export async function reportMessageResults(
 ): Promise<ReportSummary> {
   const result = await call(
     db,
-    "select api.report_message_results(results => $1::text::jsonb, worker => $2::text) as result",
-    [JSON.stringify(results), worker],
+    "select api.report_message_results(" +
+      `results => ${sqlValue(JSON.stringify(results))}::jsonb, ` +
+      `worker => ${sqlValue(worker)}::text) as result`,
   );
   return parse(ReportSummarySchema, result, "report_message_results");
 }
@@ -163,8 +169,8 @@ export async function recordWabaStatuses(
 ): Promise<StatusSummary> {
   const result = await call(
     db,
-    "select api.record_waba_statuses(statuses => $1::text::jsonb) as result",
-    [JSON.stringify(statuses)],
+    "select api.record_waba_statuses(" +
+      `statuses => ${sqlValue(JSON.stringify(statuses))}::jsonb) as result`,
   );
   return parse(StatusSummarySchema, result, "record_waba_statuses");
 }
@@ -182,8 +188,8 @@ export async function recordOptOut(
 ): Promise<OptOutResult> {
   const result = await call(
     db,
-    "select api.record_opt_out(msisdn => $1::text, source => $2::text) as result",
-    [msisdn, source],
+    "select api.record_opt_out(" +
+      `msisdn => ${sqlValue(msisdn)}::text, source => ${sqlValue(source)}::text) as result`,
   );
   return parse(OptOutResultSchema, result, "record_opt_out");
 }
