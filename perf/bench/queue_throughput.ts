@@ -3,16 +3,24 @@
  *
  * The same work on the same database, in the same run, three ways:
  *
- * - **ours** — the dispatch outbox (`supabase/migrations/20261128000500_dispatch.sql`):
- *   enqueue 50k messages (`app.enqueue_campaign_chunk`: one voucher per target through
- *   the issuance path, parameters rendered), then N workers each loop
- *   claim 100 (`app.claim_messages_at`, the function `api.claim_messages` wraps) →
- *   report 100 × `sent` (`api.report_message_results` as service_role), each call
- *   one transaction shaped like the gateway's (set the role and claims, call),
- *   pipelined by postgres.js into one round trip. The channel's rate limit is set out of reach; the
- *   per-recipient spacing guard stays on (it is part of every claim).
+ * - **ours** — the dispatch outbox (`supabase/migrations/20261128000500_dispatch.sql`,
+ *   `20261128000800_dispatch_fast_claim.sql`): enqueue 50k messages
+ *   (`app.enqueue_campaign_chunk`: one voucher per target through the issuance path,
+ *   parameters rendered), then N workers each loop claim 100 (`app.claim_messages_at`,
+ *   the function `api.claim_messages` wraps) → report 100 × `sent`, each call made
+ *   the way the dispatcher makes it (`functions/_shared/rpc.ts`): one round trip
+ *   holding the settings and the call, run by Postgres as one implicit transaction.
+ *   The report is the dispatcher's own `reportMessageResults` (as service_role);
+ *   the claim sends the same shape by hand, with the claims set but as the owner
+ *   (service_role may not call `app.*`). The channel's rate limit is set out of
+ *   reach; the per-recipient spacing guard stays on (it is part of every claim).
+ *   Two rows: **ours** runs claim, then report, then claim (the same loop as the
+ *   pg-boss round); **ours (claim ∥ report)** overlaps each claim with the previous
+ *   batch's report, one of each in flight per worker on two connections, as a
+ *   dispatch run does (`functions/dispatch/_run.ts`: background refill, batching
+ *   reporter) and as graphile-worker's batched mode does with its local queue.
  * - **pg-boss** — `insert` 50k jobs, then N instances loop `fetch({batchSize: 100})`
- *   → `complete(ids)`.
+ *   → `complete(ids)` (the loop pg-boss's own `work()` runs).
  * - **graphile-worker** — `addJobs` 50k jobs (`graphile_worker.add_jobs`), then N
  *   runners with a no-op task, in its batched mode (local queue of 100, batched
  *   completion) and with its defaults (one job per fetch).
@@ -24,7 +32,8 @@
  *
  * Run: `deno run -A perf/bench/queue_throughput.ts`
  * Options (env): QUEUE_BENCH_MESSAGES (default 50000), QUEUE_BENCH_WORKERS ("1,2,4"),
- * QUEUE_BENCH_GRAPHILE_DEFAULTS=0 to skip graphile-worker's slow default mode.
+ * QUEUE_BENCH_GRAPHILE_DEFAULTS=0 to skip graphile-worker's slow default mode,
+ * QUEUE_BENCH_OURS_OVERLAP=0 to skip the overlapped row of ours.
  * Dependencies: `cd perf && npm ci` (pg-boss and graphile-worker are dev
  * dependencies of perf/ only; imported here by path).
  *
@@ -32,6 +41,8 @@
  */
 import postgres from "postgres";
 import { DB_URL } from "../../local/cluster.ts";
+import { sqlValue } from "../../functions/_shared/db.ts";
+import { reportMessageResults } from "../../functions/_shared/rpc.ts";
 
 // The competitors live in perf/node_modules (npm dev dependencies of perf/ only).
 // They are loaded by path at run time; these interfaces are the parts we use.
@@ -76,6 +87,7 @@ const WORKERS = (Deno.env.get("QUEUE_BENCH_WORKERS") ?? "1,2,4").split(",").map(
   Number,
 );
 const GRAPHILE_DEFAULTS = Deno.env.get("QUEUE_BENCH_GRAPHILE_DEFAULTS") !== "0";
+const OURS_OVERLAP = Deno.env.get("QUEUE_BENCH_OURS_OVERLAP") !== "0";
 const SYSTEMS = (Deno.env.get("QUEUE_BENCH_SYSTEMS") ?? "ours,pg-boss,graphile-worker").split(
   ",",
 );
@@ -214,6 +226,7 @@ async function oursTeardown(sql: Sql, f: OursFixture): Promise<void> {
     await tx`delete from app.voucher_batches where campaign_id = ${f.campaignId}`;
     await tx`delete from app.campaigns where id = ${f.campaignId}`;
     await tx`delete from app.dispatch_claims where channel_id = ${f.channelId}`;
+    await tx`delete from app.channel_spacing where channel_id = ${f.channelId}`;
     await tx`delete from app.channels where id = ${f.channelId}`;
   });
 }
@@ -223,59 +236,71 @@ interface Latency {
   reportMs: number[];
 }
 
-async function oursRound(admin: Sql, workers: number): Promise<Latency> {
+/**
+ * One round of ours. Every call is made the way the dispatcher makes it: one round
+ * trip (`callAsServiceRole`'s shape: the settings and the call in one
+ * simple-protocol query, one implicit transaction, committed by the server as
+ * soon as the call returns). `overlap` false: each worker claims, then reports,
+ * then claims again (the loop the pg-boss round runs). `overlap` true: as a
+ * dispatch run drives the queue (`functions/dispatch/_run.ts`: the next claim
+ * starts in the background while the previous batch's verdicts are reported, one
+ * claim and one report in flight at a time, on two connections of its pool).
+ */
+async function oursRound(admin: Sql, workers: number, overlap: boolean): Promise<Latency> {
   const f = await oursSetup(admin, "vouchers");
   try {
     const enqueueSeconds = f.enqueueSeconds;
     await admin`analyze app.messages`; // steady-state statistics, as for the other systems
 
-    const sessions = Array.from(
-      { length: workers },
-      () => postgres(DB_URL, { max: 1, onnotice: () => {} }),
-    );
+    const session = () => postgres(DB_URL, { max: 1, onnotice: () => {} });
+    const claimSessions = Array.from({ length: workers }, session);
+    const reportSessions = overlap ? Array.from({ length: workers }, session) : claimSessions;
     const latency: Latency = { claimMs: [], reportMs: [] };
     const t = performance.now();
     try {
       await within(
         `ours, ${workers} workers`,
-        Promise.all(sessions.map(async (sql, i) => {
+        Promise.all(claimSessions.map(async (sql, i) => {
           const worker = `bench-${i}`;
-          for (;;) {
-            // Each call is one transaction shaped like the gateway's (claims set,
-            // then the RPC), its statements pipelined in one round trip.
-            const c0 = performance.now();
-            const [, [{ m }]] = await sql.begin((tx) => [
-              tx`select set_config('request.jwt.claims', '{"role":"service_role"}', true)`,
-              tx`select app.claim_messages_at(${f.channelId}, ${BATCH}, 60, ${worker},
-                                              ${f.claimAt}::timestamptz) as m`,
-            ]);
-            latency.claimMs.push(performance.now() - c0);
-            const claimed = m as { message_id: number }[];
-            if (claimed.length === 0) return;
+          // The claim as the owner (service_role may not call app.*), with the claims set.
+          const claim =
+            `select set_config('request.jwt.claims', '{"role":"service_role"}', true); ` +
+            `select app.claim_messages_at(${sqlValue(f.channelId)}::uuid, ${BATCH}, 60, ` +
+            `${sqlValue(worker)}, ${sqlValue(f.claimAt)}::timestamptz) as m`;
+          // The report is the dispatcher's own call, as service_role.
+          const report = async (claimed: { message_id: number }[]) => {
             const results = claimed.map((x) => ({
               message_id: x.message_id,
-              outcome: "sent",
+              outcome: "sent" as const,
               wamid: `wamid.bench.${x.message_id}`,
             }));
             const r0 = performance.now();
-            const [, [{ r }]] = await sql.begin((tx) => [
-              tx`select set_config('role', 'service_role', true),
-                        set_config('request.jwt.claims', '{"role":"service_role"}', true)`,
-              tx`select api.report_message_results(${
-                JSON.stringify(results)
-              }::text::jsonb, ${worker}) as r`,
-            ]);
+            const r = await reportMessageResults(reportSessions[i], results, worker);
             latency.reportMs.push(performance.now() - r0);
             if (r.applied !== claimed.length) {
-              throw new Error(
-                `Report applied ${r.applied} of ${claimed.length}`,
-              );
+              throw new Error(`Report applied ${r.applied} of ${claimed.length}`);
             }
+          };
+          let reporting: Promise<void> | undefined;
+          try {
+            for (;;) {
+              const c0 = performance.now();
+              const [, [{ m }]] = await sql.unsafe(claim) as unknown as { m: unknown }[][];
+              latency.claimMs.push(performance.now() - c0);
+              const claimed = m as { message_id: number }[];
+              if (claimed.length === 0) return;
+              await reporting; // one report in flight at a time
+              reporting = report(claimed);
+              reporting.catch(() => {}); // not unhandled meanwhile: the next await rethrows
+              if (!overlap) await reporting;
+            }
+          } finally {
+            await reporting;
           }
         })),
       );
     } finally {
-      await Promise.all(sessions.map((s) => s.end()));
+      await Promise.all([...new Set([...claimSessions, ...reportSessions])].map((s) => s.end()));
     }
     const drainSeconds = seconds(t);
     const [{ sent }] = await admin`
@@ -284,7 +309,7 @@ async function oursRound(admin: Sql, workers: number): Promise<Latency> {
       throw new Error(`Only ${sent} of ${MESSAGES} messages were sent`);
     }
     record({
-      system: "ours",
+      system: overlap ? "ours (claim ∥ report)" : "ours",
       workers,
       enqueueSeconds,
       drainSeconds,
@@ -475,13 +500,17 @@ function printTable(): void {
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const l of lines) console.log(fmt(l).join("  "));
 
-  console.log("\nRatios (ours ÷ other, claim+complete msgs/s):");
-  for (const w of WORKERS) {
-    const ours = rows.find((r) => r.system === "ours" && r.workers === w);
-    if (!ours) continue;
-    const parts = rows.filter((r) => r.system !== "ours" && r.workers === w)
-      .map((r) => `${r.system} ×${(rate(ours) / rate(r)).toFixed(2)}`);
-    console.log(`  ${w} worker${w > 1 ? "s" : ""}: ${parts.join(", ")}`);
+  const isOurs = (r: Row) => r.system.startsWith("ours");
+  for (const variant of ["ours", "ours (claim ∥ report)"]) {
+    if (!rows.some((r) => r.system === variant)) continue;
+    console.log(`\nRatios (${variant} ÷ other, claim+complete msgs/s):`);
+    for (const w of WORKERS) {
+      const ours = rows.find((r) => r.system === variant && r.workers === w);
+      if (!ours) continue;
+      const parts = rows.filter((r) => !isOurs(r) && r.workers === w)
+        .map((r) => `${r.system} ×${(rate(ours) / rate(r)).toFixed(2)}`);
+      console.log(`  ${w} worker${w > 1 ? "s" : ""}: ${parts.join(", ")}`);
+    }
   }
 }
 
@@ -499,9 +528,10 @@ async function main(): Promise<void> {
     const latency: Latency = { claimMs: [], reportMs: [] };
     for (const w of WORKERS) {
       if (SYSTEMS.includes("ours")) {
-        const l = await oursRound(admin, w);
+        const l = await oursRound(admin, w, false);
         latency.claimMs.push(...l.claimMs);
         latency.reportMs.push(...l.reportMs);
+        if (OURS_OVERLAP) await oursRound(admin, w, true);
       }
       if (SYSTEMS.includes("pg-boss")) await pgBossRound(admin, w);
       if (SYSTEMS.includes("graphile-worker")) {
@@ -511,7 +541,7 @@ async function main(): Promise<void> {
     }
     printTable();
     console.log(
-      `\nOurs, per call (all rounds, client-side): claim ${BATCH} p50 ${
+      `\nOurs (claim, then report), per call (all rounds, client-side): claim ${BATCH} p50 ${
         percentile(latency.claimMs, 50).toFixed(2)
       } ms ` +
         `p95 ${percentile(latency.claimMs, 95).toFixed(2)} ms; report ${BATCH} p50 ` +

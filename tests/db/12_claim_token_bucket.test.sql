@@ -3,7 +3,7 @@
 -- indexes the claim and reclaim paths use.
 begin;
 \ir helpers.sql
-select plan(47);
+select plan(53);
 
 -- Fixtures: a channel with a known bucket, and a dispatching campaign whose
 -- targets are already enqueued (built directly, as the owner).
@@ -43,11 +43,12 @@ select has_index('app', 'messages', 'messages_claim_idx', array['channel_id', 'n
   'The claim path has an index by channel and due time');
 select is((select pg_get_expr(indpred, indrelid) from pg_index where indexrelid = 'app.messages_claim_idx'::regclass),
   '(status = ''queued''::text)', 'The claim index holds queued messages only (partial)');
-select has_index('app', 'messages', 'messages_lease_expiry_idx', array['lease_expires_at'],
-  'The lease-reclaim path has an index by lease expiry');
+select has_index('app', 'messages', 'messages_pending_idx', array['status', 'campaign_id'],
+  'The lease-reclaim and campaign paths have an index by status and campaign');
 select is((select pg_get_expr(indpred, indrelid) from pg_index
-           where indexrelid = 'app.messages_lease_expiry_idx'::regclass),
-  '(status = ''leased''::text)', 'The lease index holds leased messages only (partial)');
+           where indexrelid = 'app.messages_pending_idx'::regclass),
+  '(status = ANY (ARRAY[''queued''::text, ''held''::text, ''leased''::text]))',
+  'The pending index holds queued, held and leased messages only (partial)');
 select is((select indisunique from pg_index where indexrelid = 'app.messages_wamid_key'::regclass), true,
   'WhatsApp message ids are unique (webhook lookup index)');
 select fk_ok('app', 'messages', 'id', 'app', 'campaign_targets', 'id',
@@ -157,6 +158,36 @@ select is(
      app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '7.5 seconds')) m),
   array['+254720000001'], 'After the spacing interval the second message to that recipient goes');
 
+-- The probe of other campaigns' messages is skipped only for a campaign that has had
+-- the channel to itself for the spacing interval (app.channel_spacing).
+select tests.fixture_channel('300000007', 6000, 100, 6) as solo \gset
+select tests.fixture_campaign(:'solo', array['+254721000001', '+254721000002']) as solo_a \gset
+select tests.fixture_campaign(:'solo', array['+254721000001', '+254721000003']) as solo_b \gset
+update app.messages set next_attempt_at = now() + interval '11 seconds' where campaign_id = :'solo_b';
+select is(
+  (select array_agg(m ->> 'to' order by m ->> 'to')
+   from json_array_elements(app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '10 seconds')) m),
+  array['+254721000001', '+254721000002'], 'Only the first campaign''s messages are due at first');
+select results_eq(
+  format('select campaign_id, other_attempt_at from app.channel_spacing where channel_id = %L', :'solo'),
+  format('values (%L::uuid, now())', :'solo_a'),
+  'The channel records that no other campaign attempted anything after its last refill before that claim');
+select is(
+  (select array_agg(m ->> 'to') from json_array_elements(
+     app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '12 seconds')) m),
+  array['+254721000003'],
+  'The other campaign''s message to a recipient the first messaged 2 s ago waits; its other message goes');
+select results_eq(
+  format('select campaign_id, other_attempt_at from app.channel_spacing where channel_id = %L', :'solo'),
+  format($$values (%L::uuid, now() + interval '10 seconds')$$, :'solo_b'),
+  'Now the second campaign is recorded, every other attempt at or before the previous claim');
+select is(json_array_length(app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '14 seconds')), 0,
+  'The waiting message still waits 4 s on (the first campaign''s attempt is within the interval)');
+select is(
+  (select array_agg(m ->> 'to') from json_array_elements(
+     app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '16.5 seconds')) m),
+  array['+254721000001'], 'and goes once the interval has passed');
+
 -- Claiming across channels ------------------------------------------------------------------------------
 
 select tests.fixture_channel('300000004', 6000, 100) as left_channel \gset
@@ -233,7 +264,7 @@ select ok(tests.plan_of(format($$select m.id from app.messages m where m.channel
   like '%messages_claim_idx%', 'The claim query uses messages_claim_idx');
 select ok(tests.plan_of($$select m.id from app.messages m where m.status = 'leased'
     and m.lease_expires_at < now() order by m.lease_expires_at limit 10000 for update skip locked$$)
-  like '%messages_lease_expiry_idx%', 'The reclaim query uses messages_lease_expiry_idx');
+  like '%messages_pending_idx%', 'The reclaim query uses messages_pending_idx');
 select ok(tests.plan_of($$select m.id from app.messages m where m.wamid = 'wamid.big.1'$$)
   like '%messages_wamid_key%', 'The webhook lookup uses messages_wamid_key');
 
