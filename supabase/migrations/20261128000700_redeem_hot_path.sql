@@ -152,85 +152,77 @@ begin
     'code', canonical, 'station_id', station_id, 'actor', actor.user_id,
     'client_redeemed_at', client_redeemed_at)::text, 'sha256');
 
+  -- A stored key is a replay or a reuse. Otherwise redeem; if the voucher cannot
+  -- be redeemed, look again: a concurrent request with this key may have
+  -- redeemed it while we waited for its row lock, and its response is our answer.
   select * into stored from app.idempotency_keys k
   where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
-  if found then
-    if right(canonical, 1) <> app.code_check_char(left(canonical, 14)) then
-      return app.error_result('invalid_code_checksum',
-        format('Voucher code "%s" has a typo: its check character does not match.', code), 400);
-    elsif stored.request_hash <> request_hash then
-      return app.error_result('idempotency_key_reused',
-        format('Idempotency key "%s" was already used with a different request.', idempotency_key), 409);
+  if not found then
+    -- Check-and-redeem in one statement: the row lock serialises concurrent
+    -- redeems of one voucher; whoever commits first wins, the others match nothing.
+    -- The redemption record and the idempotency key (with the response) are
+    -- written by the same statement.
+    with redeemed as (
+      update app.vouchers v
+      set status = 'redeemed', redeemed_at = now(), redeemed_station_id = redeem_one.station_id,
+          redeemed_by = actor.user_id
+      from app.campaigns c
+      where v.code = canonical
+        and v.status = 'issued'
+        and (v.expires_at is null or v.expires_at > now())
+        and c.id = v.campaign_id
+        and c.starts_at <= now()
+        and (cardinality(c.station_ids) = 0 or redeem_one.station_id = any (c.station_ids))
+      returning v.id, v.code, v.amount_minor, v.currency, v.campaign_id, c.name as campaign_name,
+                v.redeemed_at
+    ), recorded as (
+      insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key)
+      select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key
+      from redeemed r
+      returning id
+    ), response as (
+      select jsonb_build_object(
+               'ok', true,
+               'redemption_id', rec.id,
+               'code', app.format_code(r.code),
+               'status', 'redeemed',
+               'amount_minor', r.amount_minor,
+               'currency', r.currency,
+               'campaign_id', r.campaign_id,
+               'campaign_name', r.campaign_name,
+               'station_id', redeem_one.station_id,
+               'redeemed_at', r.redeemed_at,
+               'client_redeemed_at', redeem_one.client_redeemed_at) as body
+      from redeemed r, recorded rec
+    ), saved as (
+      insert into app.idempotency_keys (scope, key, request_hash, response)
+      select 'redeem_voucher', redeem_one.idempotency_key, request_hash, response.body
+      from response
+      on conflict do nothing
+      returning true
+    )
+    select response.body, exists (select from saved) into result, key_saved from response;
+
+    if result is not null then
+      if not key_saved then
+        -- Another request holding this key committed while we redeemed: see the header.
+        perform app.raise_error('idempotency_key_reused',
+          format('Idempotency key "%s" was used at the same time by a different request.', idempotency_key),
+          409);
+      end if;
+      return result || '{"replayed": false}';
     end if;
-    return stored.response || '{"replayed": true}';
+
+    select * into stored from app.idempotency_keys k
+    where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
   end if;
 
-  -- Check-and-redeem in one statement: the row lock serialises concurrent
-  -- redeems of one voucher; whoever commits first wins, the others match nothing.
-  -- The redemption record and the idempotency key (with the response) are
-  -- written by the same statement.
-  with redeemed as (
-    update app.vouchers v
-    set status = 'redeemed', redeemed_at = now(), redeemed_station_id = redeem_one.station_id,
-        redeemed_by = actor.user_id
-    from app.campaigns c
-    where v.code = canonical
-      and v.status = 'issued'
-      and (v.expires_at is null or v.expires_at > now())
-      and c.id = v.campaign_id
-      and c.starts_at <= now()
-      and (cardinality(c.station_ids) = 0 or redeem_one.station_id = any (c.station_ids))
-    returning v.id, v.code, v.amount_minor, v.currency, v.campaign_id, c.name as campaign_name,
-              v.redeemed_at
-  ), recorded as (
-    insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key)
-    select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key
-    from redeemed r
-    returning id
-  ), response as (
-    select jsonb_build_object(
-             'ok', true,
-             'redemption_id', rec.id,
-             'code', app.format_code(r.code),
-             'status', 'redeemed',
-             'amount_minor', r.amount_minor,
-             'currency', r.currency,
-             'campaign_id', r.campaign_id,
-             'campaign_name', r.campaign_name,
-             'station_id', redeem_one.station_id,
-             'redeemed_at', r.redeemed_at,
-             'client_redeemed_at', redeem_one.client_redeemed_at) as body
-    from redeemed r, recorded rec
-  ), saved as (
-    insert into app.idempotency_keys (scope, key, request_hash, response)
-    select 'redeem_voucher', redeem_one.idempotency_key, request_hash, response.body
-    from response
-    on conflict do nothing
-    returning true
-  )
-  select response.body, exists (select from saved) into result, key_saved from response;
-
-  if result is not null then
-    if not key_saved then
-      -- Another request holding this key committed while we redeemed: see the header.
-      perform app.raise_error('idempotency_key_reused',
-        format('Idempotency key "%s" was used at the same time by a different request.', idempotency_key),
-        409);
-    end if;
-    return result || '{"replayed": false}';
-  end if;
-
-  -- Refused; nothing was written. Say why, in the order a client can act on.
+  -- Not redeemed now; nothing was written. Say why, in the order a client can act on.
   if right(canonical, 1) <> app.code_check_char(left(canonical, 14)) then
     return app.error_result('invalid_code_checksum',
       format('Voucher code "%s" has a typo: its check character does not match.', code), 400);
   end if;
-
-  -- A concurrent request with this key may have redeemed while we waited for the
-  -- voucher's row lock: its stored response is our answer.
-  select * into stored from app.idempotency_keys k
-  where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
-  if found then
+  if stored.key is not null then
     if stored.request_hash <> request_hash then
       return app.error_result('idempotency_key_reused',
         format('Idempotency key "%s" was already used with a different request.', idempotency_key), 409);
