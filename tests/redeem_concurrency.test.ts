@@ -92,6 +92,46 @@ Deno.test("an offline queue flushed three times at once gives identical results 
   }
 });
 
+/**
+ * Redeems `code` under `key` as `operatorId` in a transaction held open (its key
+ * written, not committed) while `race()` starts; commits 300 ms later, when the
+ * racing request has reached the key's unique index and waits there. Returns how
+ * the race ended: "accepted" or the error code it was refused with.
+ */
+async function raceAgainstHeldKey(
+  sql: postgres.Sql,
+  operatorId: string,
+  code: string,
+  key: string,
+  race: () => Promise<unknown>,
+): Promise<string> {
+  const claims = JSON.stringify({ sub: operatorId, role: "authenticated" });
+  let release!: () => void;
+  const holding = new Promise<void>((resolve) => (release = resolve));
+  let redeemed!: () => void;
+  const isIn = new Promise<void>((resolve) => (redeemed = resolve));
+  const held = sql.begin(async (tx) => {
+    const [row] = await tx`select set_config('request.jwt.claims', ${claims}, true),
+                                  api.redeem_voucher(${code}, ${key}) as result`;
+    redeemed();
+    await holding;
+    assert.equal(row.result.status, "redeemed", "the held request redeems");
+  });
+  await isIn;
+  const racing = race().then(
+    () => "accepted",
+    (e: postgres.PostgresError) => JSON.parse(e.message).code as string,
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  const [waiting] = await sql`
+    select count(*)::int as n from pg_stat_activity
+    where wait_event_type = 'Lock' and query like '%api.redeem_voucher%'`;
+  release();
+  await held;
+  assert.equal(waiting.n, 1, "the racing request waited on the held key");
+  return await racing;
+}
+
 Deno.test("one key used at the same moment for two vouchers redeems only the first", async () => {
   const sql = superuser();
   try {
@@ -99,36 +139,14 @@ Deno.test("one key used at the same moment for two vouchers redeems only the fir
     const [first, second] = await issueCodes(world, 2);
     const key = crypto.randomUUID();
     const claims = JSON.stringify({ sub: world.operator.id, role: "authenticated" });
-    const redeem = (tx: postgres.TransactionSql, code: string) =>
-      tx`select set_config('request.jwt.claims', ${claims}, true),
-                api.redeem_voucher(${code}, ${key}) as result`;
-
-    // The first request redeems and holds its uncommitted key; the second, for
-    // another voucher under the same key, must wait for it and then give way.
-    let releaseFirst!: () => void;
-    const firstHolds = new Promise<void>((resolve) => (releaseFirst = resolve));
-    let firstRedeemed!: () => void;
-    const firstIsIn = new Promise<void>((resolve) => (firstRedeemed = resolve));
-    const firstTx = sql.begin(async (tx) => {
-      const [row] = await redeem(tx, first);
-      firstRedeemed();
-      await firstHolds;
-      return row.result;
-    });
-    await firstIsIn;
-    const secondTx = sql.begin((tx) => redeem(tx, second)).then(
-      () => "redeemed",
-      (e: postgres.PostgresError) => JSON.parse(e.message).code as string,
-    );
-    // Give the second request time to reach the key's unique index and wait there.
-    await new Promise((r) => setTimeout(r, 300));
-    const [waiting] = await sql`
-      select count(*)::int as n from pg_stat_activity
-      where wait_event_type = 'Lock' and query like '%api.redeem_voucher%'`;
-    releaseFirst();
-    assert.equal((await firstTx).status, "redeemed");
-    assert.equal(await secondTx, "idempotency_key_reused");
-    assert.equal(waiting.n, 1, "the second request waited on the first one's key");
+    // The racing request is a single redeem of another voucher under the same key.
+    const racing = () =>
+      sql.begin((tx) =>
+        tx`select set_config('request.jwt.claims', ${claims}, true),
+                  api.redeem_voucher(${second}, ${key})`
+      );
+    const outcome = await raceAgainstHeldKey(sql, world.operator.id, first, key, racing);
+    assert.equal(outcome, "idempotency_key_reused");
 
     const rows = await sql`
       select app.format_code(v.code) as code, v.status, count(r.id)::int as records
@@ -158,25 +176,8 @@ Deno.test("a flush racing another request's key is refused whole, and its retry 
                   api.redeem_vouchers(${sql.json(items)}) as result`
       );
 
-    let release!: () => void;
-    const holding = new Promise<void>((resolve) => (release = resolve));
-    let started!: () => void;
-    const isIn = new Promise<void>((resolve) => (started = resolve));
-    const first = sql.begin(async (tx) => {
-      await tx`select set_config('request.jwt.claims', ${claims}, true),
-                      api.redeem_voucher(${held}, ${key})`;
-      started();
-      await holding;
-    });
-    await isIn;
-    const racing = flush().then(
-      () => "accepted",
-      (e: postgres.PostgresError) => JSON.parse(e.message).code as string,
-    );
-    await new Promise((r) => setTimeout(r, 300));
-    release();
-    await first;
-    assert.equal(await racing, "idempotency_key_reused", "the racing flush is refused whole");
+    const outcome = await raceAgainstHeldKey(sql, world.operator.id, held, key, flush);
+    assert.equal(outcome, "idempotency_key_reused", "the racing flush is refused whole");
     const [{ n }] = await sql`
       select count(*)::int as n from app.vouchers
       where campaign_id = ${world.campaignId} and status = 'redeemed'`;
