@@ -24,6 +24,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { DB_URL } from "./_support.ts";
+import { asServiceRole } from "../functions/_shared/db.ts";
 
 type Sql = postgres.Sql;
 
@@ -111,15 +112,6 @@ async function dropFixture(sql: Sql, f: Fixture): Promise<void> {
   await sql`delete from app.dispatch_claims where channel_id = ${f.channelId}`;
   await sql`delete from app.lease_reclaims where channel_id = ${f.channelId}`;
   await sql`delete from app.channels where id = ${f.channelId}`;
-}
-
-/** Runs `fn` in a transaction as the gateway would for a service_role JWT. */
-function asServiceRole<T>(sql: Sql, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
-  return sql.begin(async (tx) => {
-    await tx`select set_config('request.jwt.claims', '{"role":"service_role"}', true)`;
-    await tx`set local role service_role`;
-    return await fn(tx);
-  }) as Promise<T>;
 }
 
 interface Claimed {
