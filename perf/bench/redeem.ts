@@ -28,6 +28,7 @@ import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
 import { newIdempotencyKey } from "../../functions/_shared/idempotency_key.ts";
+import { quoteLiteral } from "../../functions/_shared/sql_literal.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -68,11 +69,6 @@ function line(
   return rate;
 }
 
-/** A SQL string literal (standard_conforming_strings is on). */
-function literal(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
 const sql = postgres(DB_URL, { max: CONNECTIONS + 2, onnotice: () => {} });
 
 /** A station, an operator and `n` fresh vouchers to redeem. */
@@ -110,8 +106,10 @@ async function direct(userId: string, codes: string[]) {
         // One simple-protocol message, one implicit transaction: what the gateway sends.
         await sql.unsafe(
           `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
-            literal(claims)
-          }, true); select api.redeem_voucher(${literal(code)}, ${literal(newIdempotencyKey())})`,
+            quoteLiteral(claims)
+          }, true); select api.redeem_voucher(${quoteLiteral(code)}, ${
+            quoteLiteral(newIdempotencyKey())
+          })`,
         ).simple();
         latencies.push(performance.now() - t0);
       } catch {
@@ -266,7 +264,7 @@ async function redeemPgbench(
   try {
     return await pgbench(
       `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
-        literal(claims)
+        quoteLiteral(claims)
       }, true) \\; select ${call} from public.bench_redeem_codes c where c.id = (select nextval('public.bench_redeem_seq'));\n`,
     );
   } finally {
