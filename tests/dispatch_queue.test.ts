@@ -114,10 +114,6 @@ async function dropFixture(sql: Sql, f: Fixture): Promise<void> {
   await sql`delete from app.channels where id = ${f.channelId}`;
 }
 
-interface Claimed {
-  message_id: number;
-}
-
 Deno.test("claim_messages(): a second session waits for the channel lock and gets only what the first left", async () => {
   const admin = session();
   const a = session();
@@ -138,18 +134,18 @@ Deno.test("claim_messages(): a second session waits for the channel lock and get
       await enqueue(tx, f, 300);
       await tx`select set_config('request.jwt.claims', '{"role":"service_role"}', true)`;
       await tx`set local role service_role`;
-      const [{ m }] =
-        await tx`select api.claim_messages(${f.channelId}, 100, 60, 'session-a') as m`;
-      aHasClaimed((m as Claimed[]).map((x) => x.message_id));
+      const claimed =
+        await tx`select message_id from api.claim_messages(${f.channelId}, 100, 60, 'session-a')`;
+      aHasClaimed(claimed.map((r) => Number(r.message_id)));
       await aMayCommit;
     });
     const aIds = await within(10_000, "session A claims", aClaimed);
 
     // Session B asks for everything while A holds the channel row.
     const bDone = asServiceRole(b, async (tx) => {
-      const [{ m }] =
-        await tx`select api.claim_messages(${f.channelId}, 1000, 60, 'session-b') as m`;
-      return (m as Claimed[]).map((x) => x.message_id);
+      const claimed =
+        await tx`select message_id from api.claim_messages(${f.channelId}, 1000, 60, 'session-b')`;
+      return claimed.map((r) => Number(r.message_id));
     });
     const bWaited = await within(
       10_000,
@@ -204,11 +200,11 @@ Deno.test("claim_messages(): six sessions claiming at once never get the same me
         let empty = 0;
         while (empty < 3) {
           const max = 1 + Math.floor(Math.random() * 100);
-          const [{ m }] = await sql`
-            select app.claim_messages_at(${f.channelId}, ${max}, 60, ${
+          const claimed = await sql`
+            select message_id from app.claim_messages_at(${f.channelId}, ${max}, 60, ${
             "claimer-" + i
-          }, ${at}::timestamptz) as m`;
-          const ids = (m as Claimed[]).map((x) => x.message_id);
+          }, ${at}::timestamptz)`;
+          const ids = claimed.map((r) => Number(r.message_id));
           empty = ids.length === 0 ? empty + 1 : 0;
           mine.push(...ids);
         }
@@ -276,8 +272,8 @@ Deno.test("claim_messages(): eight sessions over ten simulated minutes never exc
         for (let at = tick(); at <= end; at = tick()) {
           const max = 1 + Math.floor(Math.random() * 60);
           await sql`
-            select app.claim_messages_at(${f.channelId}, ${max}, 60, ${"sim-" + i},
-                                         to_timestamp(${at / 1000})) as m`;
+            select count(*) from app.claim_messages_at(${f.channelId}, ${max}, 60, ${"sim-" + i},
+                                                       to_timestamp(${at / 1000}))`;
           n++;
         }
         return n;

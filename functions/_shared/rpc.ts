@@ -20,7 +20,12 @@
 import { z } from "zod";
 import { callAsServiceRole, type Sql, sqlValue } from "./db.ts";
 
-/** One message leased by `api.claim_messages`. */
+/**
+ * One message leased by `api.claim_messages` (one row each). Over this module's
+ * connection a bigint arrives as a digit string and a timestamptz as a `Date`;
+ * over PostgREST as a number and an ISO 8601 string. Both are accepted, and the
+ * lease end is always handed on as an ISO string.
+ */
 export const ClaimedMessageSchema = z.object({
   message_id: z.union([z.number().int(), z.string().regex(/^\d{1,18}$/)]),
   campaign_id: z.string(),
@@ -32,7 +37,9 @@ export const ClaimedMessageSchema = z.object({
   body_parameters: z.array(z.string()),
   attempt: z.number().int().min(1),
   lease_owner: z.string(),
-  lease_expires_at: z.string(),
+  lease_expires_at: z.union([z.string(), z.date()]).transform((v) =>
+    typeof v === "string" ? v : v.toISOString()
+  ),
 });
 export type ClaimedMessage = z.infer<typeof ClaimedMessageSchema>;
 
@@ -124,15 +131,18 @@ export async function claimMessages(
   db: Sql,
   opts: { channelId?: string | null; max: number; leaseSeconds: number; worker: string },
 ): Promise<ClaimedMessage[]> {
-  const result = await call(
+  // body_parameters as json: without fetched type metadata a text[] would arrive unparsed.
+  const rows = await callAsServiceRole(
     db,
-    "select api.claim_messages(" +
+    'select message_id, campaign_id, channel_id, phone_number_id, "to", template_name, ' +
+      "template_language, to_json(body_parameters) as body_parameters, attempt, lease_owner, " +
+      "lease_expires_at from api.claim_messages(" +
       `channel_id => ${sqlValue(opts.channelId ?? null)}::uuid, ` +
       `max => ${sqlValue(opts.max)}::integer, ` +
       `lease_seconds => ${sqlValue(opts.leaseSeconds)}::integer, ` +
-      `worker => ${sqlValue(opts.worker)}::text) as result`,
+      `worker => ${sqlValue(opts.worker)}::text)`,
   );
-  return parse(z.array(ClaimedMessageSchema), result, "claim_messages");
+  return parse(z.array(ClaimedMessageSchema), rows, "claim_messages");
 }
 
 /**

@@ -265,10 +265,11 @@ async function oursRound(admin: Sql, workers: number, overlap: boolean): Promise
           // The claim as the owner (service_role may not call app.*), with the claims set.
           const claim =
             `select set_config('request.jwt.claims', '{"role":"service_role"}', true); ` +
-            `select app.claim_messages_at(${sqlValue(f.channelId)}::uuid, ${BATCH}, 60, ` +
-            `${sqlValue(worker)}, ${sqlValue(f.claimAt)}::timestamptz) as m`;
+            `select * from app.claim_messages_at(${sqlValue(f.channelId)}::uuid, ${BATCH}, 60, ` +
+            `${sqlValue(worker)}, ${sqlValue(f.claimAt)}::timestamptz)`;
           // The report is the dispatcher's own call, as service_role.
-          const report = async (claimed: { message_id: number }[]) => {
+          // message_id is a bigint: postgres.js (fetch_types off) hands it over as a string.
+          const report = async (claimed: readonly { message_id: string }[]) => {
             const results = claimed.map((x) => ({
               message_id: x.message_id,
               outcome: "sent" as const,
@@ -285,9 +286,8 @@ async function oursRound(admin: Sql, workers: number, overlap: boolean): Promise
           try {
             for (;;) {
               const c0 = performance.now();
-              const [, [{ m }]] = await sql.unsafe(claim) as unknown as { m: unknown }[][];
+              const [, claimed] = await sql.unsafe(claim) as unknown as { message_id: string }[][];
               latency.claimMs.push(performance.now() - c0);
-              const claimed = m as { message_id: number }[];
               if (claimed.length === 0) return;
               await reporting; // one report in flight at a time
               reporting = report(claimed);

@@ -3,7 +3,7 @@
 -- indexes the claim and reclaim paths use.
 begin;
 \ir helpers.sql
-select plan(53);
+select plan(58);
 
 -- Fixtures: a channel with a known bucket, and a dispatching campaign whose
 -- targets are already enqueued (built directly, as the owner).
@@ -49,6 +49,13 @@ select is((select pg_get_expr(indpred, indrelid) from pg_index
            where indexrelid = 'app.messages_pending_idx'::regclass),
   '(status = ANY (ARRAY[''queued''::text, ''held''::text, ''leased''::text]))',
   'The pending index holds queued, held and leased messages only (partial)');
+select col_type_is('app', 'messages', 'to_msisdn', 'app.e164',
+  'The recipient is an app.e164 (checked when written, not on every claim and report)');
+select is(array['+2547000001'::app.e164, '+254700000001234'::app.e164]::text[],
+  array['+2547000001', '+254700000001234'], 'app.e164 takes + and 7 to 15 digits');
+select throws_ok($$select '+0254700000001'::app.e164$$, '23514', null, 'app.e164 refuses a leading 0');
+select throws_ok($$select '+254 700 000001'::app.e164$$, '23514', null, 'app.e164 refuses anything but digits');
+select throws_ok($$select '+2547000012345678'::app.e164$$, '23514', null, 'app.e164 refuses more than 15 digits');
 select is((select indisunique from pg_index where indexrelid = 'app.messages_wamid_key'::regclass), true,
   'WhatsApp message ids are unique (webhook lookup index)');
 select fk_ok('app', 'messages', 'id', 'app', 'campaign_targets', 'id',
@@ -66,23 +73,23 @@ select is(
 select tests.fixture_channel('300000001', 60, 5) as bucket \gset
 select tests.fixture_campaign(:'bucket', tests.numbers('+25470', 30)) as bucket_campaign \gset
 
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 5,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 5,
   'A full bucket gives its burst at once, not the 100 asked for');
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 0,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 0,
   'An empty bucket gives nothing');
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '1 second')), 1,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '1 second')), 1,
   'One second later at 60/min, one token has refilled');
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '3.5 seconds')), 2,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '3.5 seconds')), 2,
   'Tokens refill continuously: 2.5 s give 2 messages and keep half a token');
 select is((select tokens from app.channels where id = :'bucket'), 0.5::numeric,
   'The fraction of a token is kept in the bucket');
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '1 hour')), 5,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '1 hour')), 5,
   'After an hour idle the bucket holds only its burst');
-select is(json_array_length(app.claim_messages_at(:'bucket', 2, 60, 'w1', now() + interval '2 hours')), 2,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 2, 60, 'w1', now() + interval '2 hours')), 2,
   'A claim takes no more than max');
 select is((select tokens from app.channels where id = :'bucket'), 3::numeric,
   'What max left behind stays in the bucket');
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 3,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now())), 3,
   'A claim dated before the last refill gets no new tokens (time never runs backwards)');
 select is((select refilled_at from app.channels where id = :'bucket'), now() + interval '2 hours',
   'and leaves the bucket clock where it was');
@@ -97,30 +104,30 @@ select results_eq(
   'Claimed messages are leased to the worker for lease_seconds, attempt 1');
 
 select is(
-  (select array_agg(k order by k) from json_object_keys(
-     app.claim_messages_at(:'bucket', 1, 60, 'w1', now() + interval '3 hours') -> 0) k),
+  (select array_agg(k order by k)
+   from app.claim_messages_at(:'bucket', 1, 60, 'w1', now() + interval '3 hours') m, json_object_keys(to_json(m)) k),
   array['attempt', 'body_parameters', 'campaign_id', 'channel_id', 'lease_expires_at', 'lease_owner',
         'message_id', 'phone_number_id', 'template_language', 'template_name', 'to'],
   'A claimed message carries what the dispatcher needs to send it');
 select is(
-  (select json_array_length(app.claim_messages_at(:'bucket', 1, 60, 'w1', now() + interval '4 hours')
-     -> 0 -> 'body_parameters')),
+  (select array_length(m.body_parameters, 1)
+   from app.claim_messages_at(:'bucket', 1, 60, 'w1', now() + interval '4 hours') m),
   2, 'Body parameters are rendered (voucher code and amount)');
 
 -- Paused channels and campaigns ----------------------------------------------------------------------
 
 select tokens as tokens_before_pause from app.channels where id = :'bucket' \gset
 update app.channels set status = 'paused' where id = :'bucket';
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '5 hours')), 0,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '5 hours')), 0,
   'A paused channel hands out nothing');
 select is((select tokens from app.channels where id = :'bucket'), :'tokens_before_pause'::numeric,
   'and its bucket is left alone');
 update app.channels set status = 'active' where id = :'bucket';
 select app.transition_campaign(:'bucket_campaign', 'paused') is not null as paused \gset
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '6 hours')), 0,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '6 hours')), 0,
   'A paused campaign''s messages are not claimed');
 select app.transition_campaign(:'bucket_campaign', 'dispatching') is not null as resumed \gset
-select is(json_array_length(app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '7 hours')), 5,
+select is((select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w1', now() + interval '7 hours')), 5,
   'Resumed, they are claimed again');
 
 -- Opt-outs at claim ----------------------------------------------------------------------------------
@@ -130,8 +137,8 @@ select tests.fixture_campaign(:'fast', array['+254710000001', '+254710000002', '
 -- An opt-out that raced the enqueue: the message is queued although the number opted out.
 insert into app.opt_outs (msisdn, source) values ('+254710000002', 'race');
 select is(
-  (select array_agg(m ->> 'to' order by m ->> 'to')
-   from json_array_elements(app.claim_messages_at(:'fast', 100, 60, 'w1', now() + interval '1 second')) m),
+  (select array_agg(m."to" order by m."to")
+   from app.claim_messages_at(:'fast', 100, 60, 'w1', now() + interval '1 second') m),
   array['+254710000001', '+254710000003'], 'A message to an opted-out number is never handed out');
 select results_eq(
   format($$select m.status, m.last_error_code, v.status from app.messages m join app.vouchers v on v.id = m.voucher_id
@@ -147,15 +154,14 @@ select tests.fixture_channel('300000003', 6000, 100, 6) as spaced \gset
 select tests.fixture_campaign(:'spaced', array['+254720000001', '+254720000002']) as first_campaign \gset
 select tests.fixture_campaign(:'spaced', array['+254720000001', '+254720000003']) as second_campaign \gset
 select is(
-  (select array_agg(m ->> 'to' order by m ->> 'to')
-   from json_array_elements(app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '1 second')) m),
+  (select array_agg(m."to" order by m."to")
+   from app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '1 second') m),
   array['+254720000001', '+254720000002', '+254720000003'],
   'One claim holds at most one message per recipient');
-select is(json_array_length(app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '3 seconds')), 0,
+select is((select count(*)::integer from app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '3 seconds')), 0,
   'A recipient messaged 2 s ago is not messaged again (6 s spacing)');
 select is(
-  (select array_agg(m ->> 'to') from json_array_elements(
-     app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '7.5 seconds')) m),
+  (select array_agg(m."to") from app.claim_messages_at(:'spaced', 100, 60, 'w1', now() + interval '7.5 seconds') m),
   array['+254720000001'], 'After the spacing interval the second message to that recipient goes');
 
 -- The probe of other campaigns' messages is skipped only for a campaign that has had
@@ -165,27 +171,25 @@ select tests.fixture_campaign(:'solo', array['+254721000001', '+254721000002']) 
 select tests.fixture_campaign(:'solo', array['+254721000001', '+254721000003']) as solo_b \gset
 update app.messages set next_attempt_at = now() + interval '11 seconds' where campaign_id = :'solo_b';
 select is(
-  (select array_agg(m ->> 'to' order by m ->> 'to')
-   from json_array_elements(app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '10 seconds')) m),
+  (select array_agg(m."to" order by m."to")
+   from app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '10 seconds') m),
   array['+254721000001', '+254721000002'], 'Only the first campaign''s messages are due at first');
 select results_eq(
   format('select campaign_id, other_attempt_at from app.channel_spacing where channel_id = %L', :'solo'),
   format('values (%L::uuid, now())', :'solo_a'),
   'The channel records that no other campaign attempted anything after its last refill before that claim');
 select is(
-  (select array_agg(m ->> 'to') from json_array_elements(
-     app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '12 seconds')) m),
+  (select array_agg(m."to") from app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '12 seconds') m),
   array['+254721000003'],
   'The other campaign''s message to a recipient the first messaged 2 s ago waits; its other message goes');
 select results_eq(
   format('select campaign_id, other_attempt_at from app.channel_spacing where channel_id = %L', :'solo'),
   format($$values (%L::uuid, now() + interval '10 seconds')$$, :'solo_b'),
   'Now the second campaign is recorded, every other attempt at or before the previous claim');
-select is(json_array_length(app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '14 seconds')), 0,
+select is((select count(*)::integer from app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '14 seconds')), 0,
   'The waiting message still waits 4 s on (the first campaign''s attempt is within the interval)');
 select is(
-  (select array_agg(m ->> 'to') from json_array_elements(
-     app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '16.5 seconds')) m),
+  (select array_agg(m."to") from app.claim_messages_at(:'solo', 100, 60, 'w1', now() + interval '16.5 seconds') m),
   array['+254721000001'], 'and goes once the interval has passed');
 
 -- Claiming across channels ------------------------------------------------------------------------------
@@ -197,7 +201,7 @@ select tests.fixture_campaign(:'right_channel', array['+254740000001', '+2547400
 update app.channels set status = 'paused' where id not in (:'left_channel', :'right_channel');
 select tests.authenticate_as_service_role();
 select set_eq(
-  $$select m ->> 'phone_number_id', count(*)::integer from json_array_elements(api.claim_messages(null, 10)) m
+  $$select m.phone_number_id, count(*)::integer from api.claim_messages(null, 10) m
     group by 1$$,
   $$values ('300000004', 2), ('300000005', 2)$$,
   'Without a channel, one claim serves every active channel, each within its own bucket');
@@ -230,8 +234,8 @@ select app.reclaim_expired_leases() as again \gset
 select is((select count(*)::integer from app.lease_reclaims where channel_id = :'bucket'), 1,
   'Running the job again finds nothing more of ours (idempotent)');
 select is(
-  (select count(*)::integer from json_array_elements(app.claim_messages_at(:'bucket', 100, 60, 'w2',
-     now() + interval '8 hours')) m where (m ->> 'message_id')::bigint = (:'expiring'::bigint[])[1]),
+  (select count(*)::integer from app.claim_messages_at(:'bucket', 100, 60, 'w2',
+     now() + interval '8 hours') m where m.message_id = (:'expiring'::bigint[])[1]),
   1, 'A reclaimed message can be claimed again by another worker');
 
 -- The hot paths use their indexes at realistic size ------------------------------------------------------

@@ -26,9 +26,9 @@ $$;
 -- Claims every due message of a campaign's channel for `worker`, at `at`; returns the ids.
 create function tests.claim_all(campaign uuid, worker text, at timestamptz default now()) returns bigint[]
 language sql as $$
-  select array_agg((m ->> 'message_id')::bigint order by (m ->> 'message_id')::bigint)
-  from json_array_elements(app.claim_messages_at(
-    (select channel_id from app.campaigns where id = campaign), 1000, 60, worker, at)) m
+  select array_agg(m.message_id order by m.message_id)
+  from app.claim_messages_at(
+    (select channel_id from app.campaigns where id = campaign), 1000, 60, worker, at) m
 $$;
 
 -- The backoff schedule ---------------------------------------------------------------------------

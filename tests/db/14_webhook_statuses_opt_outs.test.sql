@@ -126,7 +126,7 @@ insert into app.opt_outs (msisdn, source) values ('+254840000002', 'test');
 select tests.authenticate_as(:'admin');
 select is(api.schedule_campaign(:'later') ->> 'status', 'dispatching', 'The campaign starts');
 select tests.clear_authentication();
-select results_eq(format($$select to_msisdn, status, voucher_id is null from app.messages
+select results_eq(format($$select to_msisdn::text, status, voucher_id is null from app.messages
                            where campaign_id = %L order by to_msisdn$$, :'later'),
   $$values ('+254840000001', 'queued', false), ('+254840000002', 'cancelled', true)$$,
   'At enqueue an opted-out target gets a cancelled message and no voucher');

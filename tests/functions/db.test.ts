@@ -109,7 +109,7 @@ Deno.test("callAsServiceRole() runs one statement as service_role in one implici
     );
     assert.equal(n, 0, "the opt-out written before the error was rolled back");
     await assert.rejects(
-      callAsServiceRole(db, `select api.claim_messages(max => 0) as result`),
+      callAsServiceRole(db, `select * from api.claim_messages(max => 0)`),
       (e) => e instanceof RpcError && e.code === "invalid_claim" && e.status === 400,
     );
   } finally {
