@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { DB_URL } from "../../local/env.ts";
 import { asServiceRole, createDb, RpcError } from "../../functions/_shared/db.ts";
 import {
+  ClaimedMessageSchema,
   claimMessages,
   recordOptOut,
   recordWabaStatuses,
@@ -47,6 +48,10 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
     assert.deepEqual(claimed.map((m) => m.to).sort(), targets);
     assert.ok(claimed.every((m) => m.phone_number_id === pnid && m.attempt === 1));
     assert.ok(claimed.every((m) => m.lease_owner === "rpc-test-w1"));
+    assert.ok(
+      claimed.every((m) => Math.abs(Date.parse(m.lease_expires_at) - Date.now() - 30_000) < 10_000),
+      "the lease end arrives as an ISO string, lease_seconds ahead",
+    );
     assert.ok(
       claimed.every((m) => /^[0-9A-Z]{5}-[0-9A-Z]{5}-[0-9A-Z]{5}$/.test(m.body_parameters[0])),
     );
@@ -114,4 +119,35 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
   } finally {
     await db.end();
   }
+});
+
+Deno.test("ClaimedMessageSchema reads a claimed row from postgres.js and from PostgREST alike", () => {
+  const row = {
+    campaign_id: "c",
+    channel_id: "ch",
+    phone_number_id: "123",
+    to: "+254700000001",
+    template_name: "voucher_issued",
+    template_language: "en",
+    body_parameters: ["ABCDE-FGHJK-MNPQR"],
+    attempt: 1,
+    lease_owner: "w",
+  };
+  // postgres.js without fetched types: bigint as a digit string, timestamptz as a Date.
+  const direct = ClaimedMessageSchema.parse({
+    ...row,
+    message_id: "42",
+    lease_expires_at: new Date("2026-12-04T10:00:00.000Z"),
+  });
+  // PostgREST: bigint as a number, timestamptz as ISO 8601 text.
+  const http = ClaimedMessageSchema.parse({
+    ...row,
+    message_id: 42,
+    lease_expires_at: "2026-12-04T10:00:00+00:00",
+  });
+  assert.equal(direct.lease_expires_at, "2026-12-04T10:00:00.000Z");
+  assert.equal(Date.parse(http.lease_expires_at), Date.parse(direct.lease_expires_at));
+  assert.throws(() =>
+    ClaimedMessageSchema.parse({ ...row, message_id: "4x", lease_expires_at: "" })
+  );
 });
