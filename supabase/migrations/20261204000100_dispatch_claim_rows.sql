@@ -45,7 +45,7 @@
 --   msgs/s in those runs) is that update: it deletes a finished job, a message stays
 --   as the row webhooks update (status, unique wamid).
 --   Tried and not kept: one call that reports the previous batch and claims the next
---   (one commit and round trip less per batch): +7–10% at one worker, no clear
+--   (one commit and round trip less per batch): +6–10% at one worker, no clear
 --   change at two and four; dropping the report's separate validation pass
 --   (validate while updating, raise to roll back): 15–25% slower on 20k reports,
 --   likely because the inlined validity expression is computed once per use.
