@@ -52,13 +52,13 @@
 
 -- 1. The number domain --------------------------------------------------------------
 
+-- The same test as everywhere else (app.is_e164): the regular expression costs
+-- ~1 µs, but now only once per message, when it is enqueued.
 create domain app.e164 as text
-  constraint e164_format check (
-    left(value, 1) = '+' and length(value) between 8 and 16 and substr(value, 2, 1) <> '0'
-    and ltrim(substr(value, 2), '0123456789') = '');
+  constraint e164_format check (app.is_e164(value));
 
 comment on domain app.e164 is
-  'An E.164 phone number: +, then 7 to 15 digits, the first not 0 (same strings as app.is_e164). Checked on assignment only.';
+  'An E.164 phone number (app.is_e164: +, then 7 to 15 digits, the first not 0). Checked on assignment only.';
 
 alter table app.messages
   drop constraint messages_to_msisdn_check,
