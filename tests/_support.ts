@@ -96,3 +96,23 @@ export async function issueCodes(world: World, n: number): Promise<string[]> {
 export function serviceClient(): ApiClient {
   return client(SERVICE_ROLE_KEY);
 }
+
+/**
+ * Every business error code the database can raise: the literal first argument
+ * of each `app.raise_error(…)` / `app.error_result(…)` call in the functions of
+ * schemas `app` and `api`, read from the live catalog (so it is the code that
+ * runs, whichever migration defined it). Tests keep the docs and the client's
+ * error-code union in step with this set.
+ *
+ * @example
+ * const codes = await sqlErrorCodes(sql); // Set { "voucher_expired", … }
+ */
+export async function sqlErrorCodes(sql: postgres.Sql): Promise<Set<string>> {
+  const rows = await sql`
+    select distinct m[1] as code
+    from pg_proc p
+    join pg_namespace n on n.oid = p.pronamespace and n.nspname in ('app', 'api')
+    cross join lateral regexp_matches(p.prosrc, '(?:raise_error|error_result)\\(\\s*''([a-z_]+)''', 'g') m
+    order by 1`;
+  return new Set(rows.map((r) => r.code as string));
+}

@@ -31,12 +31,12 @@ export async function runSql(script: string): Promise<void> {
   await withSuperuser((sql) => sql.unsafe(script).then(() => undefined));
 }
 
-/** Starts a gateway for the tests on `port` with the fixture config. */
-export async function startGateway(
-  port: number,
-  options: GatewayOptions = {},
-): Promise<Gateway> {
-  return await serveGateway({ port, configPath: FIXTURE_CONFIG, log: false, ...options });
+/**
+ * Starts a gateway for the tests with the fixture config, on a free port (tests
+ * read `gw.url`), so test runs in several checkouts never collide.
+ */
+export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
+  return await serveGateway({ port: 0, configPath: FIXTURE_CONFIG, log: false, ...options });
 }
 
 /**

@@ -9,13 +9,12 @@ import { ANON_KEY, mintJwt, SERVICE_ROLE_KEY } from "../../local/env.ts";
 import { client, request, runSql, startGateway } from "./_helpers.ts";
 import { SETUP_SQL, TEARDOWN_SQL } from "./_sql_fixture.ts";
 
-const PORT = 54399;
 const USER_ID = "00000000-0000-4000-8000-0000000c0ffe";
 const OTHER_SECRET = "another-secret-that-is-at-least-32-characters-long";
 
 Deno.test("gateway behaves like PostgREST for supabase-js RPC calls", async (t) => {
   await runSql(SETUP_SQL);
-  const gw = await startGateway(PORT);
+  const gw = await startGateway();
   const rpcUrl = (fn: string, query = "") => `${gw.url}/rest/v1/rpc/${fn}${query}`;
   const userJwt = await mintJwt({ sub: USER_ID, email: "ops@example.test" });
   const anon = client(gw.url);

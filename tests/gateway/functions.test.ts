@@ -8,10 +8,8 @@ import { ANON_KEY, mintJwt } from "../../local/env.ts";
 import { client, request, startGateway } from "./_helpers.ts";
 import { background } from "./fixtures/functions/echo/handler.ts";
 
-const PORT = 54397;
-
 Deno.test("gateway hosts Edge Functions like Supabase's Edge Runtime", async (t) => {
-  const gw = await startGateway(PORT);
+  const gw = await startGateway();
   const fnUrl = (path: string) => `${gw.url}/functions/v1/${path}`;
   try {
     await t.step("verify_jwt = true refuses a call without a valid JWT", async () => {

@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import { ANON_KEY } from "../../local/env.ts";
 import { request, runSql, startGateway } from "./_helpers.ts";
 
-const PORT = 54398;
 const SETUP = `
 drop function if exists api.gw_test_ov_sleep(integer);
 create function api.gw_test_ov_sleep(ms integer) returns integer
@@ -17,7 +16,7 @@ const TEARDOWN = `drop function if exists api.gw_test_ov_sleep(integer);`;
 
 Deno.test("a saturated pool sheds load with PGRST003 and Retry-After instead of queueing", async () => {
   await runSql(SETUP);
-  const gw = await startGateway(PORT, { poolSize: 1, maxQueue: 1, queueTimeoutMs: 300 });
+  const gw = await startGateway({ poolSize: 1, maxQueue: 1, queueTimeoutMs: 300 });
   const sleep = (ms: number) =>
     request(`${gw.url}/rest/v1/rpc/gw_test_ov_sleep`, {
       method: "POST",
