@@ -100,3 +100,214 @@ grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
 
 -- Supabase's `public` schema grants; nothing of ours lives there.
 grant usage on schema public to anon, authenticated, service_role;
+
+-- pg_net stand-in -------------------------------------------------------------
+-- Supabase runs pg_net (asynchronous HTTP from SQL; the cron migration's
+-- dispatch tick uses net.http_post). pg_net is not packaged for Debian, so the
+-- local cluster gets its SQL surface, copied from supabase/pg_net's
+-- sql/pg_net.sql: the request queue, the response table and
+-- http_get / http_post / http_delete with the same signatures and defaults.
+-- Differences, on purpose: the background worker is a process of the local
+-- stack (local/net_worker.ts) that LISTENs on `net_wake` — net.wake() notifies
+-- it, and a NOTIFY is delivered at commit, as pg_net sends only committed
+-- requests — and URL parameters are encoded in SQL instead of C.
+create schema if not exists net;
+
+do $$
+begin
+  if not exists (select from pg_type t join pg_namespace n on n.oid = t.typnamespace
+                 where n.nspname = 'net' and t.typname = 'http_method') then
+    create domain net.http_method as text
+      check (value ilike 'get' or value ilike 'post' or value ilike 'delete');
+  end if;
+end
+$$;
+
+create unlogged table if not exists net.http_request_queue (
+  id bigserial,
+  method net.http_method not null,
+  url text not null,
+  headers jsonb,
+  body bytea,
+  timeout_milliseconds int not null
+);
+
+create unlogged table if not exists net._http_response (
+  id bigint,
+  status_code integer,
+  content_type text,
+  headers jsonb,
+  content text,
+  timed_out bool,
+  error_msg text,
+  created timestamptz not null default now()
+);
+
+create index if not exists _http_response_created_idx on net._http_response (created);
+
+create or replace function net.wake() returns void
+language sql
+as $$ select pg_notify('net_wake', '') $$;
+
+-- RFC 3986 percent-encoding of everything but the unreserved characters.
+create or replace function net._urlencode_string(string varchar) returns text
+language sql immutable
+as $$
+  select coalesce(string_agg(
+    case when b between 48 and 57 or b between 65 and 90 or b between 97 and 122 or b in (45, 46, 95, 126)
+         then chr(b) else '%' || upper(lpad(to_hex(b), 2, '0')) end, '' order by i), '')
+  from (select get_byte(convert_to(string, 'UTF8'), i) as b, i
+        from generate_series(0, octet_length(convert_to(string, 'UTF8')) - 1) as i) bytes
+$$;
+
+create or replace function net._encode_url_with_params_array(url text, params_array text[]) returns text
+language sql immutable
+as $$
+  select case when cardinality(params_array) = 0 then url
+              else url || case when url like '%?%' then '&' else '?' end || array_to_string(params_array, '&') end
+$$;
+
+create or replace function net.http_get(
+  url text,
+  params jsonb default '{}'::jsonb,
+  headers jsonb default '{}'::jsonb,
+  timeout_milliseconds int default 5000
+) returns bigint
+language plpgsql
+as $$
+declare
+  request_id bigint;
+  params_array text[];
+begin
+  select coalesce(array_agg(net._urlencode_string(key) || '=' || net._urlencode_string(value)), '{}')
+  into params_array
+  from jsonb_each_text(params);
+  insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
+  values ('GET', net._encode_url_with_params_array(url, params_array), headers, timeout_milliseconds)
+  returning id into request_id;
+  perform net.wake();
+  return request_id;
+end
+$$;
+
+create or replace function net.http_post(
+  url text,
+  body jsonb default '{}'::jsonb,
+  params jsonb default '{}'::jsonb,
+  headers jsonb default '{"Content-Type": "application/json"}'::jsonb,
+  timeout_milliseconds int default 5000
+) returns bigint
+language plpgsql
+as $$
+declare
+  request_id bigint;
+  params_array text[];
+  content_type text;
+begin
+  select header_value into content_type
+  from jsonb_each_text(coalesce(headers, '{}'::jsonb)) r(header_name, header_value)
+  where lower(header_name) = 'content-type'
+  limit 1;
+  if content_type is null then
+    select headers || '{"Content-Type": "application/json"}'::jsonb into headers;
+  end if;
+  if content_type <> 'application/json' then
+    raise exception 'Content-Type header must be "application/json"';
+  end if;
+  select coalesce(array_agg(net._urlencode_string(key) || '=' || net._urlencode_string(value)), '{}')
+  into params_array
+  from jsonb_each_text(params);
+  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
+  values ('POST', net._encode_url_with_params_array(url, params_array), headers,
+          convert_to(body::text, 'UTF8'), timeout_milliseconds)
+  returning id into request_id;
+  perform net.wake();
+  return request_id;
+end
+$$;
+
+create or replace function net.http_delete(
+  url text,
+  params jsonb default '{}'::jsonb,
+  headers jsonb default '{}'::jsonb,
+  timeout_milliseconds int default 5000,
+  body jsonb default null
+) returns bigint
+language plpgsql
+as $$
+declare
+  request_id bigint;
+  params_array text[];
+begin
+  select coalesce(array_agg(net._urlencode_string(key) || '=' || net._urlencode_string(value)), '{}')
+  into params_array
+  from jsonb_each_text(params);
+  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
+  values ('DELETE', net._encode_url_with_params_array(url, params_array), headers,
+          convert_to(body::text, 'UTF8'), timeout_milliseconds)
+  returning id into request_id;
+  perform net.wake();
+  return request_id;
+end
+$$;
+
+grant usage on schema net to postgres;
+grant all on all tables in schema net to postgres;
+grant all on all sequences in schema net to postgres;
+grant execute on all functions in schema net to postgres;
+
+-- Vault stand-in ----------------------------------------------------------------
+-- Supabase Vault (supabase_vault) keeps secrets encrypted at rest and decrypts
+-- them through the vault.decrypted_secrets view. Locally the same names and
+-- columns hold the secret in clear text: loopback development values only.
+create schema if not exists vault;
+
+create table if not exists vault.secrets (
+  id uuid primary key default gen_random_uuid(),
+  name text unique,
+  description text not null default '',
+  secret text not null,
+  key_id uuid,
+  nonce bytea,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+
+create or replace view vault.decrypted_secrets as
+  select s.id, s.name, s.description, s.secret, s.secret as decrypted_secret, s.key_id, s.nonce,
+         s.created_at, s.updated_at
+  from vault.secrets s;
+
+create or replace function vault.create_secret(
+  new_secret text,
+  new_name text default null,
+  new_description text default '',
+  new_key_id uuid default null
+) returns uuid
+language sql
+as $$
+  insert into vault.secrets (secret, name, description, key_id)
+  values (new_secret, new_name, new_description, new_key_id)
+  returning id
+$$;
+
+create or replace function vault.update_secret(
+  secret_id uuid,
+  new_secret text default null,
+  new_name text default null,
+  new_description text default null,
+  new_key_id uuid default null
+) returns void
+language sql
+as $$
+  update vault.secrets s
+  set secret = coalesce(new_secret, s.secret), name = coalesce(new_name, s.name),
+      description = coalesce(new_description, s.description), key_id = coalesce(new_key_id, s.key_id),
+      updated_at = now()
+  where s.id = secret_id
+$$;
+
+grant usage on schema vault to postgres;
+grant all on vault.secrets to postgres;
+grant select on vault.decrypted_secrets to postgres;
+grant execute on all functions in schema vault to postgres;

@@ -53,7 +53,7 @@ Deno.test("vouchers API: issue, preview, list and void as the apps call them", a
       const first = await admin.rpc("list_vouchers", {
         campaign_id: world.campaignId,
         batch_id: batchId,
-        limit: 200,
+        page_size: 200,
       });
       assert.deepStrictEqual(first.error, null);
       assert.deepStrictEqual(first.data.vouchers.length, 200);
@@ -61,7 +61,7 @@ Deno.test("vouchers API: issue, preview, list and void as the apps call them", a
         campaign_id: world.campaignId,
         batch_id: batchId,
         after: first.data.next_cursor,
-        limit: 200,
+        page_size: 200,
       });
       assert.deepStrictEqual(second.data.vouchers.length, 50);
       assert.deepStrictEqual(second.data.next_cursor, null);

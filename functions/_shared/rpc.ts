@@ -1,6 +1,6 @@
 /**
  * Typed calls to the dispatch-queue RPCs the Edge Functions use
- * (`supabase/migrations/20261128000500_dispatch.sql`), over the direct
+ * (`supabase/migrations/*_outbox.sql`, `*_webhooks_and_opt_outs.sql`), over the direct
  * connection of `db.ts` as `service_role` (see there why not over HTTP).
  * Each call is one round trip ({@link callAsServiceRole}: the role, the claims
  * and the call in one simple-protocol query, one implicit transaction), so a
@@ -52,6 +52,8 @@ export type MessageResult =
     error_code: string;
     error_message?: string;
     retry_after_seconds?: number;
+    /** The request may have reached WhatsApp (a timeout): never recorded as cancelled. */
+    maybe_sent?: boolean;
   }
   | { message_id: number | string; outcome: "failed"; error_code: string; error_message?: string };
 
@@ -63,6 +65,7 @@ export const ReportSummarySchema = z.object({
   retried: z.number().int(),
   failed: z.number().int(),
   dead: z.number().int(),
+  unknown: z.number().int(),
   cancelled: z.number().int(),
 });
 export type ReportSummary = z.infer<typeof ReportSummarySchema>;

@@ -5,6 +5,7 @@
  * |------------------------------------------------------|--------------------------------|
  * | accepted (wamid)                                     | `sent`                         |
  * | retryable (5xx, timeout, network, 130429, 131056, …) | `retry` (+ Retry-After floor)  |
+ * |   … with no answer from WhatsApp (timeout, network, bare 5xx) | `retry` + `maybe_sent`  |
  * | permanent, our configuration (token, template, …)    | `retry` after 10 min           |
  * | permanent, the message or recipient (131047, 131050…) | `failed`                      |
  * | 2xx that is not a Cloud API answer                   | `failed` (may have been sent)  |
@@ -21,6 +22,17 @@
 import type { ClassifiedError } from "../_shared/waba_errors.ts";
 import type { SendTemplateResult } from "../_shared/whatsapp.ts";
 import type { ClaimedMessage, MessageResult } from "../_shared/rpc.ts";
+
+/**
+ * True when the request may have reached WhatsApp and been accepted although no
+ * answer says so: it timed out, the connection failed, or a 5xx came back
+ * without a Graph error body. The database then never records the message as
+ * cancelled (see `app.returned_message_status`).
+ */
+export function maybeSent(error: ClassifiedError): boolean {
+  return error.wabaCode === undefined &&
+    (error.code === "timeout" || error.code === "network_error" || (error.httpStatus ?? 0) >= 500);
+}
 
 /** Delay before a message that hit a configuration error is tried again. */
 export const CONFIG_ERROR_RETRY_SECONDS = 600;
@@ -56,6 +68,7 @@ export function toOutcome(msg: ClaimedMessage, sent: SendTemplateResult): Outcom
         ...(error.retryAfterSeconds !== undefined
           ? { retry_after_seconds: error.retryAfterSeconds }
           : {}),
+        ...(maybeSent(error) ? { maybe_sent: true } : {}),
       },
       error,
       optOut: false,

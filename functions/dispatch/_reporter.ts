@@ -27,6 +27,7 @@ export interface ReportTotals {
   retried: number;
   failed: number;
   dead: number;
+  unknown: number;
   cancelled: number;
   /** Verdicts never reported (lease gone while the database was unreachable, or a rejected batch). */
   abandoned: number;
@@ -63,6 +64,7 @@ export class Reporter {
     retried: 0,
     failed: 0,
     dead: 0,
+    unknown: 0,
     cancelled: 0,
     abandoned: 0,
     errors: 0,
@@ -123,6 +125,7 @@ export class Reporter {
         t.retried += summary.retried;
         t.failed += summary.failed;
         t.dead += summary.dead;
+        t.unknown += summary.unknown;
         t.cancelled += summary.cancelled;
         if (summary.stale > 0) {
           log("warn", "dispatch.report.stale", { stale: summary.stale, batch: batch.length });

@@ -223,7 +223,7 @@ export function* issueFreshCodes(
         campaign_id: campaignId,
         batch_id: issued.batch_id,
         status: "issued",
-        limit: 500,
+        page_size: 500,
       };
       if (after !== null) args.after = after;
       const listed = (yield* expectJson(

@@ -11,21 +11,6 @@ from generate_series(1, 20) n;
 select app.issue_batch(id, 5000) from app.campaigns where name like 'Scale %';
 analyze app.vouchers;
 
--- The plan of a statement as one text blob, for matching.
-create function tests.plan_of(statement text) returns text
-language plpgsql
-as $$
-declare
-  line text;
-  plan text := '';
-begin
-  for line in execute 'explain ' || statement loop
-    plan := plan || line || E'\n';
-  end loop;
-  return plan;
-end;
-$$;
-
 select code as some_code, batch_id from app.vouchers where campaign_id = '00000000-0000-4000-8000-0000000f0001' order by id desc limit 1 \gset
 
 select matches(tests.plan_of(format($$select * from app.vouchers v where v.code = %L$$, :'some_code')),
@@ -36,7 +21,7 @@ select doesnt_match(tests.plan_of(format($$select * from app.vouchers v where v.
 select matches(tests.plan_of($$select v.* from app.vouchers v
   where v.campaign_id = '00000000-0000-4000-8000-0000000f0001' and v.id > 1000
   order by v.id limit 100$$),
-  'Index Scan using vouchers_campaign_(id_id|issued)_idx',
+  'Index Scan using vouchers_campaign_id_id_idx',
   'list_vouchers pages through the (campaign_id, id) index');
 select matches(tests.plan_of(format($$select v.* from app.vouchers v
   where v.campaign_id = '00000000-0000-4000-8000-0000000f0001' and v.batch_id = %L and v.id > 0

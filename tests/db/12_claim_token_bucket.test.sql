@@ -3,7 +3,7 @@
 -- indexes the claim and reclaim paths use.
 begin;
 \ir helpers.sql
-select plan(58);
+select plan(57);
 
 -- Fixtures: a channel with a known bucket, and a dispatching campaign whose
 -- targets are already enqueued (built directly, as the owner).
@@ -255,17 +255,6 @@ select t.campaign_id, t.id, :'big', t.msisdn, 'fuel_voucher', 'en',
 from app.campaign_targets t where t.campaign_id = '00000000-0000-4000-8000-000000000012';
 analyze app.messages;
 
-create function tests.plan_of(query text) returns text language plpgsql as $$
-declare
-  plan json;
-begin
-  execute 'explain (format json) ' || query into plan;
-  return plan::text;
-end;
-$$;
-select ok(tests.plan_of(format($$select m.id from app.messages m where m.channel_id = %L and m.status = 'queued'
-    and m.next_attempt_at <= now() order by m.next_attempt_at, m.id limit 100 for update skip locked$$, :'big'))
-  like '%messages_claim_idx%', 'The claim query uses messages_claim_idx');
 select ok(tests.plan_of($$select m.id from app.messages m where m.status = 'leased'
     and m.lease_expires_at < now() order by m.lease_expires_at limit 10000 for update skip locked$$)
   like '%messages_pending_idx%', 'The reclaim query uses messages_pending_idx');

@@ -2,34 +2,44 @@
 -- promote and enqueue in chunks, complete campaigns, expire vouchers, purge keys and logs.
 begin;
 \ir helpers.sql
-select plan(29);
+select plan(38);
 
 -- Registration -------------------------------------------------------------------------------------
 
 select has_extension('pg_cron', 'pg_cron is installed');
 select results_eq(
-  $$select jobname::text collate "default", schedule::text collate "default", command::text collate "default"
+  $$select jobname::text collate "default", command::text collate "default"
     from cron.job
-    where jobname in ('dispatch-promote-campaigns', 'dispatch-reclaim-leases', 'dispatch-complete-campaigns',
-                      'vouchers-expire', 'idempotency-purge', 'dispatch-purge-logs')
+    where jobname in ('dispatch-tick', 'dispatch-promote-campaigns', 'dispatch-reclaim-leases',
+                      'dispatch-complete-campaigns', 'vouchers-expire', 'idempotency-purge',
+                      'dispatch-purge-logs', 'cron-purge-history')
     order by jobname$$,
-  $$values ('dispatch-complete-campaigns', '* * * * *', 'select app.complete_campaigns()'),
-           ('dispatch-promote-campaigns', '* * * * *', 'select app.promote_due_campaigns()'),
-           ('dispatch-purge-logs', '17 * * * *', 'select app.purge_dispatch_logs()'),
-           ('dispatch-reclaim-leases', '* * * * *', 'select app.reclaim_expired_leases()'),
-           ('idempotency-purge', '*/5 * * * *', 'select app.purge_expired_idempotency_keys()'),
-           ('vouchers-expire', '* * * * *', 'select app.expire_vouchers()')$$,
-  'The housekeeping jobs are registered with their schedules, each calling one app function');
-select is((select count(*)::integer from cron.job
-           where jobname like any (array['dispatch-%', 'vouchers-%', 'idempotency-%'])
-             and active and database = current_database()),
-  (select 6 + (exists (select from pg_available_extensions where name = 'pg_net'))::integer),
-  'Every job is active, in this database, and registered once');
-select is(exists (select from cron.job where jobname = 'dispatch-tick'),
-  exists (select from pg_available_extensions where name = 'pg_net'),
-  'The dispatch tick is registered exactly when pg_net exists (Supabase), not locally');
+  $$values ('cron-purge-history', 'select app.purge_cron_history()'),
+           ('dispatch-complete-campaigns', 'select app.complete_campaigns()'),
+           ('dispatch-promote-campaigns', 'select app.promote_due_campaigns()'),
+           ('dispatch-purge-logs', 'select app.purge_dispatch_logs()'),
+           ('dispatch-reclaim-leases', 'select app.reclaim_expired_leases()'),
+           ('dispatch-tick', 'select app.invoke_dispatch()'),
+           ('idempotency-purge', 'select app.purge_expired_idempotency_keys()'),
+           ('vouchers-expire', 'select app.expire_vouchers()')$$,
+  'Every scheduled job is registered, each calling one app function');
+select results_eq(
+  $$select jobname::text collate "default", schedule::text collate "default" from cron.job
+    where jobname <> 'dispatch-tick' order by jobname$$,
+  $$values ('cron-purge-history', '41 3 * * *'), ('dispatch-complete-campaigns', '* * * * *'),
+           ('dispatch-promote-campaigns', '* * * * *'), ('dispatch-purge-logs', '17 * * * *'),
+           ('dispatch-reclaim-leases', '* * * * *'), ('idempotency-purge', '*/5 * * * *'),
+           ('vouchers-expire', '* * * * *')$$,
+  'The housekeeping jobs run every minute, every five minutes, hourly or daily');
+select is((select schedule::text from cron.job where jobname = 'dispatch-tick'),
+  case when (select regexp_match(extversion, '^(\d+)\.(\d+)')::integer[] from pg_extension
+             where extname = 'pg_cron') >= array[1, 5] then '10 seconds' else '* * * * *' end,
+  'The dispatch tick runs every 10 seconds where pg_cron can (1.5+, Supabase), else every minute');
+select is((select count(*)::integer from cron.job where active and database = current_database()),
+  (select count(*)::integer from cron.job),
+  'Every job is active and runs in this database');
 select ok((select bool_and(to_regproc(substring(command from 'select (app\.[a-z_]+)\(')) is not null)
-           from cron.job where jobname like any (array['dispatch-%', 'vouchers-%', 'idempotency-%'])),
+           from cron.job),
   'Every job''s function exists');
 
 -- Promote and enqueue in bounded chunks ----------------------------------------------------------------
@@ -138,14 +148,6 @@ select app.expire_vouchers() as again \gset
 select is((select count(*)::integer from app.vouchers
            where campaign_id = '00000000-0000-4000-8000-000000000154' and status = 'expired'), 2,
   'A second run changes nothing of ours (idempotent)');
-create function tests.plan_of(query text) returns text language plpgsql as $$
-declare
-  plan json;
-begin
-  execute 'explain (format json) ' || query into plan;
-  return plan::text;
-end;
-$$;
 -- At realistic size (thousands of batches, most not yet expired) the due ones come from the index.
 insert into app.voucher_batches (campaign_id, issued, expires_at)
 select '00000000-0000-4000-8000-000000000154', 1, now() + make_interval(days => n) from generate_series(1, 5000) n;
@@ -173,6 +175,41 @@ select results_eq(
   $$select (select array_agg(worker) from app.dispatch_claims where channel_id = '00000000-0000-4000-8000-000000000150'),
            (select count(*)::integer from app.pending_waba_statuses where wamid = 'wamid.cron.stale')$$,
   $$values (array['new'], 0)$$, 'Claims older than a day and webhook statuses older than 7 days are purged');
+
+-- The dispatch tick -----------------------------------------------------------------------------------------
+-- What the job runs on Supabase runs here too, against the local pg_net and Vault stand-ins.
+
+delete from vault.secrets where name in ('project_url', 'service_key');
+select throws_ok('select app.invoke_dispatch()', '22023', null,
+  'Without its Vault secrets the tick fails loudly instead of calling nowhere');
+select vault.create_secret('https://ref.supabase.co/', 'project_url') is not null as url_secret \gset
+select vault.create_secret('sb_secret_cron_test', 'service_key') is not null as key_secret \gset
+select app.invoke_dispatch() as request_id \gset
+select results_eq(
+  format($$select method::text, url, headers, convert_from(body, 'UTF8')::jsonb
+           from net.http_request_queue where id = %s$$, :'request_id'),
+  $$values ('POST', 'https://ref.supabase.co/functions/v1/dispatch',
+            '{"apikey": "sb_secret_cron_test", "Content-Type": "application/json"}'::jsonb,
+            '{"source": "pg_cron"}'::jsonb)$$,
+  'The tick queues one POST of /functions/v1/dispatch with the secret key in the apikey header');
+update vault.secrets set secret = 'eyJhbGciOiJIUzI1NiJ9.e30.sig' where name = 'service_key';
+select app.invoke_dispatch() as jwt_request_id \gset
+select is((select headers ->> 'Authorization' from net.http_request_queue where id = :'jwt_request_id'),
+  'Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig', 'A legacy JWT key also goes as the bearer token');
+select is((select headers ->> 'apikey' from net.http_request_queue where id = :'jwt_request_id'),
+  'eyJhbGciOiJIUzI1NiJ9.e30.sig', 'and as the apikey');
+select has_function('net', 'http_post', array['text', 'jsonb', 'jsonb', 'jsonb', 'integer'],
+  'net.http_post has pg_net''s signature');
+select has_view('vault', 'decrypted_secrets', 'vault.decrypted_secrets exists');
+
+-- pg_cron's own history -------------------------------------------------------------------------------------
+
+insert into cron.job_run_details (jobid, runid, job_pid, database, username, command, status, start_time, end_time)
+values (0, -101, 0, 'postgres', 'postgres', 'select 1', 'succeeded', now() - interval '8 days', now() - interval '8 days'),
+       (0, -102, 0, 'postgres', 'postgres', 'select 1', 'succeeded', now() - interval '1 day', now() - interval '1 day');
+select ok(app.purge_cron_history() >= 1, 'The history purge deletes runs older than 7 days');
+select is((select array_agg(runid) from cron.job_run_details where runid in (-101, -102)), array[-102::bigint],
+  'and keeps the last week''s');
 
 select * from finish();
 rollback;

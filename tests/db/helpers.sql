@@ -103,4 +103,49 @@ create function tests.error_status(statement text) returns integer
 language sql
 as $$ select (tests.error(statement) ->> 'status')::integer $$;
 
+-- Dispatch fixtures: a dispatching campaign of the given numbers on a fresh,
+-- unthrottled channel (its first chunk enqueued, each message with its own
+-- voucher), and a claim of everything due on that channel.
+create function tests.fixture_campaign(msisdns text[]) returns uuid
+language plpgsql as $$
+declare
+  channel uuid;
+  id uuid;
+begin
+  insert into app.channels (phone_number_id, display_name, rate_per_minute, burst, min_recipient_interval_seconds,
+                            tokens, refilled_at)
+  values ('4000' || (random() * 1e8)::bigint, 'Report channel', 600000, 10000, 0, 10000, now())
+  returning channels.id into channel;
+  insert into app.campaigns (name, amount_minor, currency, channel_id, template_name, status, scheduled_for)
+  values ('Report fixture', 1000, 'KES', channel, 'fuel_voucher', 'scheduled', now())
+  returning campaigns.id into id;
+  insert into app.campaign_targets (campaign_id, msisdn) select id, m from unnest(msisdns) m;
+  perform app.start_campaign(id);
+  return id;
+end;
+$$;
+
+-- Claims every due message of a campaign's channel for `worker`, at `at`; returns the ids.
+create function tests.claim_all(campaign uuid, worker text, at timestamptz default now()) returns bigint[]
+language sql as $$
+  select array_agg(m.message_id order by m.message_id)
+  from app.claim_messages_at(
+    (select channel_id from app.campaigns where id = campaign), 1000, 60, worker, at) m
+$$;
+
+-- The plan Postgres chooses for a statement, as EXPLAIN's text, for matching.
+create function tests.plan_of(statement text) returns text
+language plpgsql
+as $$
+declare
+  line text;
+  plan text := '';
+begin
+  for line in execute 'explain ' || statement loop
+    plan := plan || line || E'\n';
+  end loop;
+  return plan;
+end;
+$$;
+
 grant execute on all functions in schema tests to public;

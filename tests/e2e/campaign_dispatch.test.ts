@@ -124,6 +124,7 @@ Deno.test({
         read: TARGETS,
         failed: 0,
         dead: 0,
+        unknown: 0,
         cancelled: 1,
       });
       assert.equal(

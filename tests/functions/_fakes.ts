@@ -67,7 +67,16 @@ export class FakeQueue implements DispatchQueue {
     if (error) return Promise.reject(error);
     this.reports.push(results);
     let applied = 0;
-    const summary = { applied: 0, stale: 0, sent: 0, retried: 0, failed: 0, dead: 0, cancelled: 0 };
+    const summary = {
+      applied: 0,
+      stale: 0,
+      sent: 0,
+      retried: 0,
+      failed: 0,
+      dead: 0,
+      unknown: 0,
+      cancelled: 0,
+    };
     for (const r of results) {
       if (!this.leased.delete(r.message_id)) continue;
       applied++;

@@ -140,3 +140,18 @@ Deno.test("toOutcome(): retryable → retry, config → retry later, permanent �
   });
   assert.equal(invalid.result.outcome, "failed", "a 2xx we cannot read may have been sent");
 });
+
+Deno.test("toOutcome(): a retry with no answer from WhatsApp is marked maybe_sent, a refusal is not", () => {
+  const m = message(9, "+254700000009");
+  const retry = (input: Parameters<typeof classifyWhatsAppError>[0]) =>
+    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input) }).result as {
+      outcome: string;
+      maybe_sent?: boolean;
+    };
+  assert.equal(retry({ networkError: "timeout" }).maybe_sent, true, "timed out");
+  assert.equal(retry({ networkError: "ECONNRESET" }).maybe_sent, true, "connection lost");
+  assert.equal(retry({ httpStatus: 502 }).maybe_sent, true, "a bare 5xx from a proxy");
+  assert.equal(retry({ httpStatus: 429, retryAfterSeconds: 3 }).maybe_sent, undefined, "throttled");
+  assert.equal(retry({ httpStatus: 400, code: 130429 }).maybe_sent, undefined, "Meta refused");
+  assert.equal(retry({ httpStatus: 500, code: 131000 }).maybe_sent, undefined, "Meta answered");
+});

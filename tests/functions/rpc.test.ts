@@ -85,6 +85,7 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
       retried: 0,
       failed: 0,
       dead: 0,
+      unknown: 0,
       cancelled: 0,
     });
     assert.deepEqual(await reportMessageResults(db, results, "rpc-test-w1"), {
@@ -94,6 +95,7 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
       retried: 1,
       failed: 1,
       dead: 0,
+      unknown: 0,
       cancelled: 0,
     });
     const [retry] = await db`

@@ -1,4 +1,6 @@
--- Foundation: schemas, default privileges, the error helper and durable idempotency.
+-- Foundation: schemas, privileges, extensions, the error helper, durable
+-- idempotency, and the value types every later migration uses (phone numbers,
+-- currencies, client timestamps).
 --
 -- `app` holds private state (never exposed over HTTP); `api` holds the RPCs that
 -- PostgREST exposes (supabase/config.toml lists only `api`). Functions are
@@ -17,12 +19,17 @@ grant usage on schema api to anon, authenticated, service_role;
 -- must be the global default: per-schema defaults can only add privileges.
 alter default privileges revoke execute on functions from public;
 
+-- Extensions where Supabase keeps them: pgcrypto (digest, gen_random_bytes) in
+-- `extensions`. pg_cron and pg_net are created by the cron migration.
+create extension if not exists pgcrypto with schema extensions;
+
 -- search_path. Every `api` function is `security definer set search_path = ''`.
 -- The `app` helpers those RPCs call on the hot paths (authorisation, idempotency,
 -- redeem, code checks) carry no SET clause of their own: they run inside the
 -- RPC's pinned empty search_path, only the owner can execute them, and every
 -- name in them is schema-qualified. A SET clause costs a GUC save and restore
--- on every call, which measured ~15% of a redeem. Other helpers keep the pin.
+-- on every call (and stops a SQL function from being inlined). Other helpers
+-- keep the pin.
 
 -- Errors --------------------------------------------------------------------
 -- Every business error has a stable machine code, a sentence and an HTTP status.
@@ -76,12 +83,76 @@ as $$
                          (result #>> '{error,status}')::integer, result #> '{error,details}')
 $$;
 
+-- Value types -------------------------------------------------------------------
+-- A format is written once: a function says what a valid value is, and a domain
+-- applies it to columns. A domain's check runs when a value is assigned to the
+-- column, not on every UPDATE of the row as a table CHECK does, so immutable
+-- columns cost nothing on the hot updates (redeem, claim, report).
+
+-- Phone numbers are E.164 strings. Input is normalised by removing the spaces,
+-- dashes, dots and parentheses people paste from spreadsheets; the structural
+-- check is then '+', 7 to 15 digits, the first not 0.
+create function app.normalize_msisdn(value text) returns text
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select pg_catalog.regexp_replace(pg_catalog.btrim(value), '[[:space:]().-]', '', 'g')
+$$;
+
+comment on function app.normalize_msisdn(text) is
+  'Removes spaces, dashes, dots and parentheses from a phone number; app.is_e164 then checks it.';
+
+create function app.is_e164(value text) returns boolean
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select value ~ '^\+[1-9][0-9]{6,14}$'
+$$;
+
+comment on function app.is_e164(text) is 'True for an E.164 phone number: +, then 7 to 15 digits, the first not 0.';
+
+create domain app.e164 as text
+  constraint e164_format check (app.is_e164(value));
+
+comment on domain app.e164 is 'An E.164 phone number (app.is_e164). Checked on assignment only.';
+
+-- Money is integer minor units and an ISO 4217 currency code.
+create function app.is_currency_code(value text) returns boolean
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select value ~ '^[A-Z]{3}$'
+$$;
+
+comment on function app.is_currency_code(text) is 'True for an ISO 4217 currency code: three upper-case letters.';
+
+create domain app.currency_code as text
+  constraint currency_code_format check (app.is_currency_code(value));
+
+comment on domain app.currency_code is 'An ISO 4217 currency code: three upper-case letters (KES, USD).';
+
+-- A client-supplied timestamp, or null when it is not one. The exception block is
+-- a read-only subtransaction (no XID), so it is cheap even for 500 items.
+create function app.try_timestamptz(value text) returns timestamptz
+language plpgsql stable
+as $$
+begin
+  return value::timestamptz;
+exception when others then
+  return null;
+end;
+$$;
+
+comment on function app.try_timestamptz(text) is 'Parses a timestamp sent by a client; null when it is not one.';
+
 -- Durable idempotency ---------------------------------------------------------
 -- One mechanism for every state-changing RPC: (scope, key) → hash of the request
 -- and the stored response. The first caller inserts the row inside its own
 -- transaction; a concurrent caller with the same key blocks on the unique index
 -- until that transaction ends, then sees the committed response (or, if the first
 -- rolled back, becomes the first itself). So a key executes exactly once.
+-- (The redeem writes its key in its redeeming statement instead; same table,
+-- hash and replay format: see the redeem migration.)
 
 create table app.idempotency_keys (
   scope text not null check (length(scope) between 1 and 100),
@@ -164,3 +235,28 @@ comment on function app.idempotency_claim is
   'Claims an idempotency key for this transaction: null = execute, else the stored response marked replayed.';
 comment on function app.idempotency_save is
   'Stores the response of a claimed key; returns it marked replayed=false.';
+
+-- pg_cron: keys past expires_at are deleted in bounded batches. A key whose row
+-- is locked by a request in flight is skipped until the next run.
+create function app.purge_expired_idempotency_keys(max_keys integer default 20000) returns integer
+language sql
+set search_path = ''
+as $$
+  with doomed as (
+    select k.scope, k.key
+    from app.idempotency_keys k
+    where k.expires_at <= now()
+    order by k.expires_at
+    limit max_keys
+    for update skip locked
+  ), purged as (
+    delete from app.idempotency_keys k
+    using doomed d
+    where k.scope = d.scope and k.key = d.key
+    returning 1
+  )
+  select count(*)::integer from purged
+$$;
+
+comment on function app.purge_expired_idempotency_keys is
+  'pg_cron: deletes up to max_keys idempotency keys past expires_at.';

@@ -12,15 +12,15 @@
 --   * a substitution at position k adds e·α^(15−k) ≠ 0 (e ≠ 0): always detected;
 --   * swapping neighbours a ≠ b at k, k+1 adds (a ⊕ b)·α^(14−k)·(α ⊕ 1) ≠ 0:
 --     always detected, including a swap with the check character itself.
--- A station can thus reject a typo offline: functions/_shared/voucher_code.ts is the
--- same algorithm in TypeScript, and tests/fixtures/voucher_code_vectors.json pins
--- both implementations to the same answers.
+-- A station can thus reject a typo offline: client/voucher_code.ts is the same
+-- algorithm in TypeScript, and tests/fixtures/voucher_code_vectors.json pins both
+-- implementations to the same answers.
 --
 -- These are internal helpers for the api.* RPCs: execute is revoked from PUBLIC
 -- (the default privileges of schema app already do so; the revokes say it here).
--- normalize_code and format_code sit on the redeem hot path, so they carry no
--- SET clause: a SQL function with one can't be inlined and pays a GUC save and
--- restore per call. They stay safe under any search_path: every function in them
+-- normalize_code, is_voucher_code and format_code sit on the redeem hot path, so
+-- they carry no SET clause: a SQL function with one can't be inlined and pays a
+-- GUC save and restore per call. They stay safe under any search_path: every function in them
 -- is schema-qualified, pg_catalog's operators are found first unless a caller
 -- deliberately lists pg_catalog after its own schema, and they are not security
 -- definer (when inlined into a definer RPC they run under its empty search_path).
@@ -86,10 +86,13 @@ comment on function app.code_check_char(text) is
   'Check character of 14 canonical data characters: Σ dᵢ·α^(15−i) over GF(2^5), x^5+x^2+1.';
 
 -- app.format_code ---------------------------------------------------------------
+-- Not STRICT: a STRICT SQL function is inlined only when its body is strict, and
+-- CASE is not, so STRICT would make every call parse and plan the body. Null in,
+-- null out all the same.
 create function app.format_code(code text)
 returns text
 language sql
-immutable strict parallel safe
+immutable parallel safe
 as $$
   select case
     when pg_catalog.length(code) = 15 then
@@ -101,6 +104,26 @@ $$;
 
 comment on function app.format_code(text) is
   'Display form of a canonical code (XXXXX-XXXXX-XXXXX); other input is returned unchanged.';
+
+-- app.is_voucher_code and app.voucher_code ------------------------------------------
+-- The shape of a canonical code (15 characters of the alphabet), written once:
+-- the domain of app.vouchers.code and every parser use it. The check character is
+-- app.code_check_char's business.
+create function app.is_voucher_code(value text)
+returns boolean
+language sql
+immutable parallel safe
+as $$
+  select value ~ '^[0-9A-HJKMNP-TV-Z]{15}$'
+$$;
+
+comment on function app.is_voucher_code(text) is
+  'True for 15 characters of the code alphabet (Crockford base32: 0-9, A-Z without I, L, O, U).';
+
+create domain app.voucher_code as text
+  constraint voucher_code_format check (app.is_voucher_code(value));
+
+comment on domain app.voucher_code is 'A canonical voucher code (app.is_voucher_code). Checked on assignment only.';
 
 -- app.parse_code ----------------------------------------------------------------
 -- The gate for every code that arrives from a client: normalise, then validate.
@@ -121,7 +144,7 @@ begin
   if input is null then
     perform app.raise_error('invalid_code_format', 'A voucher code is required.', 400);
   end if;
-  if canonical !~ '^[0-9A-HJKMNP-TV-Z]{15}$' then
+  if not app.is_voucher_code(canonical) then
     perform app.raise_error('invalid_code_format',
       pg_catalog.format('Voucher code "%s" is not in the expected format: 15 characters from 0-9 and A-Z without I, L, O and U.',
         shown), 400);
@@ -216,5 +239,6 @@ comment on function app.new_codes(integer) is
 revoke all on function app.normalize_code(text) from public;
 revoke all on function app.code_check_char(text) from public;
 revoke all on function app.format_code(text) from public;
+revoke all on function app.is_voucher_code(text) from public;
 revoke all on function app.parse_code(text) from public;
 revoke all on function app.new_codes(integer) from public;

@@ -7,6 +7,13 @@
 --     different requests for one voucher serialise on its row lock and one loses;
 --  3. a unique constraint on redemptions(voucher_id) makes a double redemption
 --     impossible even for a future code path that forgets 1 and 2.
+--
+-- A redeem writes as little as it can, because redeems are the hot path: the
+-- voucher is updated in place (HOT, see app.vouchers), and the idempotency key is
+-- written once, with its response, by the statement that redeems. Clients should
+-- make time-ordered keys (client/idempotency_key.ts, UUIDv7): a random key lands
+-- on a random leaf of idempotency_keys_pkey, one more full-page image in the WAL
+-- per redeem after each checkpoint.
 
 create table app.redemptions (
   id bigint generated always as identity primary key,
@@ -28,18 +35,6 @@ comment on table app.redemptions is
   'Append-only redemption records (who, where, server and client time, idempotency key); at most one per voucher.';
 
 alter table app.redemptions enable row level security;
-
--- Parses a client timestamp, or null when it is not one. The exception block is
--- a read-only subtransaction (no XID), so it is cheap even for 500 items.
-create function app.try_timestamptz(value text) returns timestamptz
-language plpgsql stable
-as $$
-begin
-  return value::timestamptz;
-exception when others then
-  return null;
-end;
-$$;
 
 -- The station a caller redeems at: an operator's own (naming another is refused),
 -- or the one an admin / the service role names.
@@ -65,10 +60,28 @@ begin
 end;
 $$;
 
--- Redeems one voucher; never raises for business errors, returns
--- {"ok": true, …} or app.error_result(…). Input errors (code format, checksum,
--- key) are reported before the idempotency key is claimed; a business refusal
--- releases the key, so only a successful redemption is stored and replayed.
+-- Redeems one voucher; never raises for business errors, returns {"ok": true, …}
+-- or app.error_result(…).
+--
+-- The key is not claimed before redeeming: the voucher row lock already serialises
+-- every request for one voucher (whatever its key), and the unique index on
+-- (scope, key) serialises two requests with one key. So it
+--   a. looks the key up: a stored response is a replay (same request) or
+--      idempotency_key_reused (different request);
+--   b. redeems, records the redemption and inserts the key with its response in
+--      one statement;
+--   c. writes nothing when the voucher cannot be redeemed (refusals are never
+--      stored), then says why.
+-- Two requests with the same key in flight at once: if they are the same request,
+-- the second one's conditional UPDATE waits for the first's voucher row lock and
+-- then matches nothing, and it finds the first one's stored response (a replay).
+-- If they differ (two vouchers under one key), the second one's key insert waits
+-- on the unique index and then conflicts; it raises idempotency_key_reused, which
+-- rolls its redemption back. For api.redeem_vouchers that aborts the whole flush —
+-- nothing is written, and the retried flush answers the offending item with
+-- idempotency_key_reused like any other reuse.
+-- The check character is verified only on the refusal path: every stored code
+-- carries a valid one, so a code that redeemed cannot have a typo.
 create function app.redeem_one(
   actor app.actor,
   station_id uuid,
@@ -80,70 +93,104 @@ language plpgsql
 as $$
 declare
   canonical text := app.normalize_code(code);
-  stored jsonb;
+  request_hash bytea;
+  stored app.idempotency_keys;
+  result jsonb;
+  key_saved boolean;
   voucher app.vouchers;
   campaign app.campaigns;
   winner record;
-  result jsonb;
 begin
-  if canonical is null or canonical !~ '^[0-9A-HJKMNP-TV-Z]{15}$' then
+  if canonical is null or not app.is_voucher_code(canonical) then
     return app.error_result('invalid_code_format',
       format('"%s" is not a voucher code (15 characters of 0-9 A-Z without I, L, O, U).', code), 400);
   end if;
+  if idempotency_key is null or length(idempotency_key) not between 1 and 200 then
+    return app.error_result('invalid_idempotency_key',
+      'An idempotency_key of 1 to 200 characters is required.', 400);
+  end if;
+  -- The request a key stands for (a key reused for another request is refused).
+  request_hash := extensions.digest(jsonb_build_object(
+    'code', canonical, 'station_id', station_id, 'actor', actor.user_id,
+    'client_redeemed_at', client_redeemed_at)::text, 'sha256');
+
+  -- A stored key is a replay or a reuse. Otherwise redeem; if the voucher cannot
+  -- be redeemed, look again: a concurrent request with this key may have
+  -- redeemed it while we waited for its row lock, and its response is our answer.
+  select * into stored from app.idempotency_keys k
+  where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
+  if not found then
+    -- Check-and-redeem in one statement: the row lock serialises concurrent
+    -- redeems of one voucher; whoever commits first wins, the others match nothing.
+    -- The redemption record and the idempotency key (with the response) are
+    -- written by the same statement.
+    with redeemed as (
+      update app.vouchers v
+      set status = 'redeemed', redeemed_at = now(), redeemed_station_id = redeem_one.station_id,
+          redeemed_by = actor.user_id
+      from app.campaigns c
+      where v.code = canonical
+        and v.status = 'issued'
+        and (v.expires_at is null or v.expires_at > now())
+        and c.id = v.campaign_id
+        and c.starts_at <= now()
+        and (cardinality(c.station_ids) = 0 or redeem_one.station_id = any (c.station_ids))
+      returning v.id, v.code, v.amount_minor, v.currency, v.campaign_id, c.name as campaign_name,
+                v.redeemed_at
+    ), recorded as (
+      insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key)
+      select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key
+      from redeemed r
+      returning id
+    ), response as (
+      select jsonb_build_object(
+               'ok', true,
+               'redemption_id', rec.id,
+               'code', app.format_code(r.code),
+               'status', 'redeemed',
+               'amount_minor', r.amount_minor,
+               'currency', r.currency,
+               'campaign_id', r.campaign_id,
+               'campaign_name', r.campaign_name,
+               'station_id', redeem_one.station_id,
+               'redeemed_at', r.redeemed_at,
+               'client_redeemed_at', redeem_one.client_redeemed_at) as body
+      from redeemed r, recorded rec
+    ), saved as (
+      insert into app.idempotency_keys (scope, key, request_hash, response)
+      select 'redeem_voucher', redeem_one.idempotency_key, request_hash, response.body
+      from response
+      on conflict do nothing
+      returning true
+    )
+    select response.body, exists (select from saved) into result, key_saved from response;
+
+    if result is not null then
+      if not key_saved then
+        -- Another request holding this key committed while we redeemed: see above.
+        perform app.raise_error('idempotency_key_reused',
+          format('Idempotency key "%s" was used at the same time by a different request.', idempotency_key),
+          409);
+      end if;
+      return result || '{"replayed": false}';
+    end if;
+
+    select * into stored from app.idempotency_keys k
+    where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
+  end if;
+
+  -- Not redeemed now; nothing was written. Say why, in the order a client can act on.
   if right(canonical, 1) <> app.code_check_char(left(canonical, 14)) then
     return app.error_result('invalid_code_checksum',
       format('Voucher code "%s" has a typo: its check character does not match.', code), 400);
   end if;
-  stored := app.idempotency_try_claim('redeem_voucher', idempotency_key, jsonb_build_object(
-    'code', canonical, 'station_id', station_id, 'actor', actor.user_id,
-    'client_redeemed_at', client_redeemed_at));
-  if stored is not null then
-    return stored;  -- a replay (ok: true, replayed: true) or idempotency_key_reused
+  if stored.key is not null then
+    if stored.request_hash <> request_hash then
+      return app.error_result('idempotency_key_reused',
+        format('Idempotency key "%s" was already used with a different request.', idempotency_key), 409);
+    end if;
+    return stored.response || '{"replayed": true}';
   end if;
-
-  -- Check-and-redeem in one statement: the row lock serialises concurrent
-  -- redeems of one voucher; whoever commits first wins, the others match nothing.
-  with redeemed as (
-    update app.vouchers v
-    set status = 'redeemed', redeemed_at = now(), redeemed_station_id = redeem_one.station_id,
-        redeemed_by = actor.user_id
-    from app.campaigns c
-    where v.code = canonical
-      and v.status = 'issued'
-      and (v.expires_at is null or v.expires_at > now())
-      and c.id = v.campaign_id
-      and c.starts_at <= now()
-      and (cardinality(c.station_ids) = 0 or redeem_one.station_id = any (c.station_ids))
-    returning v.id, v.code, v.amount_minor, v.currency, v.campaign_id, c.name as campaign_name,
-              v.redeemed_at
-  ), recorded as (
-    insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key)
-    select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key
-    from redeemed r
-    returning id
-  )
-  select jsonb_build_object(
-           'ok', true,
-           'redemption_id', rec.id,
-           'code', app.format_code(r.code),
-           'status', 'redeemed',
-           'amount_minor', r.amount_minor,
-           'currency', r.currency,
-           'campaign_id', r.campaign_id,
-           'campaign_name', r.campaign_name,
-           'station_id', redeem_one.station_id,
-           'redeemed_at', r.redeemed_at,
-           'client_redeemed_at', redeem_one.client_redeemed_at)
-    into result
-  from redeemed r, recorded rec;
-
-  if result is not null then
-    return app.idempotency_save('redeem_voucher', idempotency_key, result);
-  end if;
-
-  -- Refused: release the key (nothing was done) and say why.
-  delete from app.idempotency_keys k
-  where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
 
   select * into voucher from app.vouchers v where v.code = canonical;
   if not found then
@@ -186,7 +233,7 @@ end;
 $$;
 
 comment on function app.redeem_one is
-  'Redeems one voucher exactly once; returns {ok:true,…} or an error value, never raises business errors.';
+  'Redeems one voucher exactly once; returns {ok:true,…} or an error value. Writes the idempotency key once, with the response, in the redeeming statement.';
 
 create function api.redeem_voucher(
   code text,
@@ -272,7 +319,7 @@ begin
   return jsonb_build_object(
     'results', (select jsonb_agg(r order by (r ->> 'index')::integer) from jsonb_array_elements(results) r),
     'redeemed', ok_count,
-                            'failed', jsonb_array_length(items) - ok_count);
+    'failed', jsonb_array_length(items) - ok_count);
 end;
 $$;
 
