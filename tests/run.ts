@@ -2,11 +2,13 @@
  * The whole test suite: `deno task test`.
  *
  * 1. brings the local stack up (idempotent; the same as `deno task start`),
- * 2. `deno fmt --check`, `deno lint`, `deno check` (one test each),
- * 3. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
- * 4. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
- * 5. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 6. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ * 2. the committed schema dump (`supabase/schema.sql`) matches the migrations
+ *    (one test; checked before any test creates objects of its own),
+ * 3. `deno fmt --check`, `deno lint`, `deno check` (one test each),
+ * 4. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
+ * 5. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
+ * 6. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
+ * 7. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
  * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
@@ -15,6 +17,7 @@
  */
 import { join } from "node:path";
 import { CLI_DB_URL, DB_URL, ROOT, supabaseCli } from "../local/cluster.ts";
+import { checkSchemaDump } from "../local/schema_dump.ts";
 import { start } from "../local/stack.ts";
 
 interface Tally {
@@ -67,6 +70,14 @@ async function dbLint(): Promise<Tally> {
   ]);
   const ok = code === 0 && !/"level":\s*"error"/.test(out);
   return { suite: "db lint", passed: ok ? 1 : 0, failed: ok ? 0 : 1 };
+}
+
+/** The committed schema dump is what the migrations build (`deno task db:dump` regenerates it). */
+async function schemaDump(): Promise<Tally> {
+  console.log("\n== supabase/schema.sql matches the migrations ==");
+  const stale = await checkSchemaDump();
+  if (stale) console.log(`supabase/schema.sql is stale; run \`deno task db:dump\`:\n${stale}`);
+  return { suite: "schema", passed: stale ? 0 : 1, failed: stale ? 1 : 0 };
 }
 
 /** `deno fmt --check`, `deno lint` and `deno check` over the whole tree: one test each. */
@@ -132,6 +143,7 @@ async function denoTests(): Promise<Tally> {
 if (import.meta.main) {
   await start({ quiet: true });
   const tallies = [
+    await schemaDump(),
     await denoStatic(),
     await dbLint(),
     await k6Types(),
