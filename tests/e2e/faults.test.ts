@@ -216,7 +216,14 @@ Deno.test({
             reportIntervalMs: 100,
           }),
         ],
-        env: { SUPABASE_DB_URL: DB_URL, LOCAL_STACK: "1", LOG_LEVEL: "error" },
+        // WABA_BASE_URL: the stack's fake, wherever FAKE_WABA_PORT put it (LOCAL_STACK=1
+        // alone would mean the default port, which may be another stack's fake).
+        env: {
+          SUPABASE_DB_URL: DB_URL,
+          LOCAL_STACK: "1",
+          WABA_BASE_URL: FAKE_WABA_URL,
+          LOG_LEVEL: "error",
+        },
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
