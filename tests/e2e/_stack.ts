@@ -112,7 +112,7 @@ export async function openStack(
     fallback = true;
     if (!fallbackUrl) {
       Deno.env.set("LOCAL_STACK", "1");
-      const { serveGateway } = await import("../../local/gateway/main.ts");
+      const { serveGateway } = await import("../../local/gateway/mod.ts");
       const gateway = await serveGateway({ port: 0, log: false, poolSize: 4 });
       fallbackUrl = gateway.url;
       fallbackShutdown = () => gateway.shutdown();
