@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { restart } from "../../local/cluster.ts";
-import type { RunSummary } from "../../functions/dispatch/_run.ts";
+import type { RunSummary } from "../../functions/dispatch/handler.ts";
 import {
   closeFallback,
   createCampaign,

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { SERVICE_ROLE_KEY } from "../../local/env.ts";
 import * as localEnv from "../../local/env.ts";
+// Unit tests of the dispatch function's private modules (the module under test, as in Deno std).
 import {
   callerRole,
   DISPATCH_DEFAULTS,

@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { WhatsAppClient } from "../../functions/_shared/whatsapp.ts";
 import { GraphErrorBodySchema } from "../../functions/_shared/waba_schemas.ts";
-import { parseLatency, sampleLatency, seededRandom } from "../../local/fake_waba/_config.ts";
+import {
+  configFromEnv,
+  type FakeWabaOptions,
+  parseLatency,
+  startFakeWaba,
+} from "../../local/fake_waba/mod.ts";
+// Unit tests of the fake's private pieces (the one module under test, as in Deno std).
+import { sampleLatency, seededRandom } from "../../local/fake_waba/_config.ts";
 import { wamid } from "../../local/fake_waba/_graph.ts";
 import { PairSpacing, SlidingWindow } from "../../local/fake_waba/_limits.ts";
-import { configFromEnv } from "../../local/fake_waba/main.ts";
-import { type FakeWabaOptions, startFakeWaba } from "../../local/fake_waba/server.ts";
 import { PHONE_NUMBER_ID, postSend, templateBody, TEST_SECRET, TEST_TOKEN } from "./_helpers.ts";
 
 const base: FakeWabaOptions = { accessToken: TEST_TOKEN, appSecret: TEST_SECRET };
