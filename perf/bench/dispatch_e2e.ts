@@ -40,7 +40,7 @@ import {
   setUpFake,
   type Stack,
   unfinished,
-} from "../../tests/e2e/_stack.ts";
+} from "../../local/harness.ts";
 
 const TARGETS = Number(Deno.env.get("BENCH_TARGETS") ?? 5000);
 const ACKS = Number(Deno.env.get("BENCH_ACKS") ?? 500);

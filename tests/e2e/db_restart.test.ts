@@ -21,7 +21,7 @@ import {
   schedule,
   setUpFake,
   waitUntil,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 async function restartPostgres(): Promise<number> {
   const t0 = performance.now();

@@ -30,7 +30,7 @@ import {
   setUpFake,
   type Stack,
   waitUntil,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 const e2e = { sanitizeOps: false, sanitizeResources: false };
 
