@@ -75,11 +75,6 @@ export async function issueCodes(world: World, n: number): Promise<string[]> {
   return rows.map((r) => r.code as string);
 }
 
-/** The service_role client (dispatcher, ops scripts). */
-export function serviceClient(): ApiClient {
-  return client(SERVICE_ROLE_KEY);
-}
-
 /**
  * Every business error code the database can raise: the literal first argument
  * of each `app.raise_error(…)` / `app.error_result(…)` call in the functions of
