@@ -8,7 +8,8 @@
  * What is checked, and where Meta documents it:
  *
  * - the body: `messaging_product: "whatsapp"` (required), `recipient_type:
- *   "individual"` (optional), `to` (required: the user's phone number),
+ *   "individual"` (optional), `to` (required: the user's phone number, checked
+ *   here as an E.164 number with or without its `+`),
  *   `type: "template"`, `template`, optional `biz_opaque_callback_data` —
  *   Messages API, the request Meta shows for a template send
  *   (https://developers.facebook.com/documentation/business-messaging/whatsapp/overview,
@@ -23,22 +24,22 @@
  *   code, amount_1000}}` or `{type: "date_time", date_time: {fallback_value}}`
  *   parameters, and `{type: "button", sub_type, index, parameters}` (the
  *   template object of the same pages);
- * - `biz_opaque_callback_data`: "an arbitrary string … Cloud API does not
- *   process this field, it just returns it as part of sent/delivered/read
- *   message webhooks", at most 512 characters (raised from 256, WhatsApp
- *   Business Platform changelog:
- *   https://developers.facebook.com/docs/whatsapp/business-platform/changelog).
+ * - `biz_opaque_callback_data`: in the words of Meta's Messages reference "an
+ *   arbitrary string, useful for tracking … Cloud API does not process this
+ *   field, it just returns it as part of sent/delivered/read message webhooks",
+ *   "Maximum 512 characters" (raised from 256 per the WhatsApp Business Platform
+ *   changelog: https://developers.facebook.com/docs/whatsapp/business-platform/changelog).
  *
- * Refusals use the codes of Meta's error-code table, all HTTP 400
+ * Refusals use the codes of Meta's error-code table, HTTP 400
  * (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/):
  * `131008` "Required parameter is missing" for an absent required field,
  * `131009` "Parameter value is not valid" for a well-typed value that is not
- * acceptable (a phone number without digits, a 513-character callback string),
+ * acceptable (a `to` that is not E.164, a 513-character callback string),
  * and `100` "Invalid parameter" (one or more unsupported or misspelled
  * parameters) for unknown fields, values of the wrong JSON type and
  * unsupported choices (`messaging_product: "sms"`, a message type other than
  * `template`). A template name that no approved template can have is `132001`
- * (template does not exist), as Meta answers for an unknown template. Meta does
+ * (template does not exist; HTTP 404 in `_graph.ts`), as for an unknown template. Meta does
  * not publish which code each field produces; this split is our reading of the
  * table, and `details` always names the field.
  *
@@ -82,8 +83,8 @@ export const MAX_CALLBACK_DATA_CHARS = 512;
 const TEMPLATE_NAME = /^[a-z0-9_]{1,512}$/;
 /** `en`, `en_US`, `pt_BR`, `fil`, … */
 const LANGUAGE_CODE = /^[a-z]{2,3}(_[A-Z]{2})?$/;
-/** Digits with the separators people type (`+`, spaces, dashes, parentheses). */
-const PHONE_CHARS = /^\+?[\d\s()-]+$/;
+/** An E.164 number (ITU-T: at most 15 digits, no leading 0), with or without its `+`. */
+const E164 = /^\+?[1-9]\d{6,14}$/;
 /** A body text parameter's limit. */
 const MAX_TEXT_CHARS = 32_768;
 
@@ -262,10 +263,8 @@ function check(body: unknown): TemplateSend {
   literal(b, "recipient_type", "recipient_type", "individual", false);
 
   const to = requiredString(b, "to", "to");
+  if (!E164.test(to)) throw invalid("to", `"${to}" is not an E.164 phone number`);
   const waId = to.replace(/\D/g, "");
-  if (!PHONE_CHARS.test(to) || waId.length < 7 || waId.length > 15) {
-    throw invalid("to", `"${to}" is not a phone number`);
-  }
 
   if (b.type === undefined) throw missing("type");
   if (b.type !== "template") {
