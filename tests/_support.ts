@@ -1,36 +1,19 @@
 /**
  * Fixtures for Deno tests that run against the local stack (`deno task start`):
- * a superuser connection for set-up, staff accounts with their JWTs, and
- * supabase-js clients pointed at the gateway exactly as the apps configure them.
+ * staff accounts with their JWTs and a campaign, created directly in SQL. The
+ * connections (a superuser, supabase-js clients pointed at the gateway) come
+ * from `local/harness.ts`, shared with the benchmarks.
  *
  * @module
  */
-import postgres from "postgres";
-import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+import type postgres from "postgres";
 import { ANON_KEY, API_URL, DB_URL, mintJwt, SERVICE_ROLE_KEY } from "../local/env.ts";
+import { type ApiClient, apiClient, superuser } from "../local/harness.ts";
 
-export { ANON_KEY, API_URL, DB_URL, SERVICE_ROLE_KEY };
-
-/** A superuser connection for fixtures and assertions; close it with `await sql.end()`. */
-export function superuser(max = 4): postgres.Sql {
-  return postgres(DB_URL, { max, onnotice: () => {} });
-}
-
-/**
- * The database type of our clients: untyped, because `supabase gen types` needs
- * Docker, which this environment does not have.
- */
-// deno-lint-ignore no-explicit-any
-type ApiClient = SupabaseClient<any, "api">;
+export { ANON_KEY, API_URL, DB_URL, SERVICE_ROLE_KEY, superuser };
 
 /** A supabase-js client that sends `jwt` (or only the anon key) to the local gateway. */
-export function client(jwt?: string): ApiClient {
-  return createClient(API_URL, ANON_KEY, {
-    db: { schema: "api" },
-    auth: { persistSession: false, autoRefreshToken: false },
-    global: jwt ? { headers: { Authorization: `Bearer ${jwt}` } } : {},
-  });
-}
+export const client: (jwt?: string) => ApiClient = apiClient;
 
 /** A unique suffix so tests never collide with each other or with demo data. */
 export function unique(prefix: string): string {
@@ -90,11 +73,6 @@ export async function issueCodes(world: World, n: number): Promise<string[]> {
   const rows = await world.sql`
     select app.format_code(code) as code from app.vouchers where batch_id = ${batch} order by id`;
   return rows.map((r) => r.code as string);
-}
-
-/** The service_role client (dispatcher, ops scripts). */
-export function serviceClient(): ApiClient {
-  return client(SERVICE_ROLE_KEY);
 }
 
 /**

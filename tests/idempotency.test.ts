@@ -34,17 +34,39 @@ Deno.test("a key used concurrently by two sessions executes exactly once", async
   }
 });
 
+/** Thrown inside the first attempt's transaction, after the RPC answered, to roll it back. */
+class AttemptDied extends Error {
+  override name = "AttemptDied";
+}
+
 Deno.test("a key whose first use rolled back can be used again", async () => {
   const sql = superuser(2);
   try {
     const world = await createWorld(sql);
     const key = crypto.randomUUID();
     const claims = JSON.stringify({ sub: world.admin.id, role: "authenticated" });
-    await sql.begin(async (tx) => {
-      await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-      await tx`select api.issue_vouchers(${world.campaignId}, 5, ${key})`;
-      await tx`rollback and chain`; // the first attempt dies before commit
-    }).catch(() => {});
+    // The first attempt runs the RPC, then dies before commit: sql.begin rolls back
+    // and rethrows. Asserting both (the RPC's answer, then exactly this error) tells
+    // "ran and rolled back" apart from "never ran" (a failing RPC would reject with
+    // its own error and leave `first` unset).
+    let first: { batch_id: string; replayed: boolean } | undefined;
+    await assert.rejects(
+      sql.begin(async (tx) => {
+        await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+        const [row] = await tx`select api.issue_vouchers(${world.campaignId}, 5, ${key}) as r`;
+        first = row.r;
+        throw new AttemptDied("the first attempt dies before commit");
+      }),
+      AttemptDied,
+    );
+    assert.equal(first?.replayed, false, "the first attempt ran the RPC");
+    const [gone] = await sql`
+      select (select count(*)::int from app.voucher_batches where id = ${
+      first!.batch_id
+    }) as batches,
+             (select count(*)::int from app.idempotency_keys where key = ${key}) as keys`;
+    assert.deepStrictEqual(gone, { batches: 0, keys: 0 }, "its batch and its key were rolled back");
+
     const [row] = await sql.begin(async (tx) => {
       await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
       return await tx`select api.issue_vouchers(${world.campaignId}, 5, ${key}) as r`;
@@ -54,6 +76,7 @@ Deno.test("a key whose first use rolled back can be used again", async () => {
       false,
       "the retry executes: nothing was stored by the failed attempt",
     );
+    assert.notEqual(row.r.batch_id, first!.batch_id, "the retry made its own batch");
     const [{ n }] = await sql`
       select count(*)::int as n from app.vouchers where campaign_id = ${world.campaignId}`;
     assert.deepStrictEqual(n, 5);

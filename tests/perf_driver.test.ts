@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { maxIterations, parseDuration } from "../perf/scenarios/_common.ts";
 import type { Executor, Scenario, SeedSummary } from "../perf/scenarios/_types.ts";
+// Unit tests of the load driver's private modules (the module under test, as in Deno std).
 import { buildSchedule } from "../perf/driver/_schedule.ts";
 import { MetricStore, parseSelector } from "../perf/driver/_metrics.ts";
 import {

@@ -11,11 +11,12 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { DB_URL } from "../local/env.ts";
 import { seedDataset, writeSummary } from "../perf/seed/seed.ts";
+// Private modules of the harness under test (the seed's codes, the driver's histogram).
 import { checkChar, codeSql, seededCode } from "../perf/seed/_deterministic.ts";
+import { LatencyHistogram } from "../perf/driver/_histogram.ts";
 import { loadSeedSummary } from "../perf/seed/summary_schema.ts";
 import { targetEnv } from "../perf/driver/target_env.ts";
 import { SCENARIOS } from "../perf/scenarios/index.ts";
-import { LatencyHistogram } from "../perf/driver/_histogram.ts";
 import type { RunSummary } from "../perf/driver/summary.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

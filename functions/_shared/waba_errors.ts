@@ -23,8 +23,9 @@
  * | no code, other status                   | permanent | `http_<status>`  |                                    |
  *
  * A `Retry-After` value is carried on retryable results so the scheduler can
- * wait at least that long; {@link metaBackoffSeconds} gives Meta's published
- * 4^X backoff when there is none.
+ * wait at least that long; the backoff itself is the database's
+ * (`api.report_message_results`: full jitter over `min(900 s, 4^attempt)`,
+ * `Retry-After` as a floor).
  *
  * @example
  * const e = classifyWhatsAppError({ httpStatus: 400, code: 130429 });
@@ -273,23 +274,4 @@ export function parseRetryAfter(
   const at = Date.parse(value);
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, Math.ceil((at - nowMs) / 1000));
-}
-
-/**
- * Meta's published backoff for throttling errors: wait 4^attempt seconds
- * (attempt 0 → 1 s, 1 → 4 s, 2 → 16 s …), capped, with optional "equal jitter" (a random value in [exp/2, exp]).
- *
- * @example
- * metaBackoffSeconds(2); // 16
- * metaBackoffSeconds(9, { capSeconds: 3600 }); // 3600
- */
-export function metaBackoffSeconds(
-  attempt: number,
-  opts: { capSeconds?: number; jitter?: boolean; random?: () => number } = {},
-): number {
-  const cap = opts.capSeconds ?? 3600;
-  const exp = Math.min(cap, 4 ** Math.max(0, Math.floor(attempt)));
-  if (!opts.jitter) return exp;
-  const random = opts.random ?? Math.random;
-  return exp / 2 + random() * (exp / 2);
 }

@@ -121,7 +121,6 @@ export const SendMessageResponseSchema = z.object({
     }),
   ).min(1),
 });
-export type SendMessageResponse = z.infer<typeof SendMessageResponseSchema>;
 
 /** Graph codes are integers; a few bridges send them as numeric strings. */
 const GraphCodeSchema = z.union([
@@ -156,7 +155,6 @@ export const WebhookErrorSchema = z.object({
   error_data: z.object({ details: z.string() }).optional(),
   href: z.string().optional(),
 });
-export type WebhookError = z.infer<typeof WebhookErrorSchema>;
 
 /** Unix seconds as a string, the way every webhook timestamp is sent. */
 const UnixSecondsSchema = z.string().regex(/^\d{1,12}$/, "Expected unix seconds as a string");
@@ -246,7 +244,6 @@ export const WebhookVerificationQuerySchema = z.object({
   "hub.verify_token": z.string().min(1),
   "hub.challenge": z.string().min(1),
 });
-export type WebhookVerificationQuery = z.infer<typeof WebhookVerificationQuerySchema>;
 
 /**
  * Every status update in a webhook payload, flattened with its phone number id.

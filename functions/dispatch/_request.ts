@@ -48,7 +48,6 @@ export const TriggerSchema = z.object({
   report_batch: int(1, 1000).optional(),
   report_interval_ms: int(10, 5000).optional(),
 });
-export type Trigger = z.infer<typeof TriggerSchema>;
 
 /** Resolved options of a trigger. */
 export interface DispatchRequest {

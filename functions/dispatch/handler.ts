@@ -27,6 +27,9 @@ import { callerRole, parseTrigger, TriggerError } from "./_request.ts";
 import { type DispatchQueue, runDispatch, type SendFn } from "./_run.ts";
 import { createSender } from "./_sender.ts";
 
+/** The `200` body of a `?wait=1` run: what callers outside the function read. */
+export type { RunSummary } from "./_run.ts";
+
 /** Seams for tests; production uses the defaults. */
 export interface DispatchDeps {
   env: EnvGetter;

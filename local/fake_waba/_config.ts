@@ -43,7 +43,6 @@ export const ScriptedOutcomeSchema = z.discriminatedUnion("kind", [
     message: z.string().optional(),
   }),
 ]);
-export type ScriptedOutcome = z.infer<typeof ScriptedOutcomeSchema>;
 
 /** Fault injection knobs. Rates are probabilities per accepted-looking request. */
 export const FaultsSchema = z.strictObject({
@@ -62,7 +61,6 @@ export const FaultsSchema = z.strictObject({
   /** The next N answers, consumed in order before any random fault. */
   script: z.array(ScriptedOutcomeSchema).max(100_000),
 });
-export type Faults = z.infer<typeof FaultsSchema>;
 
 /** Status webhook behaviour. */
 export const WebhookConfigSchema = z.strictObject({
@@ -94,7 +92,6 @@ export const WebhookConfigSchema = z.strictObject({
   /** Cap on payloads waiting for delivery; the oldest are dropped past it. */
   maxPending: z.number().int().min(1),
 });
-export type WebhookConfig = z.infer<typeof WebhookConfigSchema>;
 
 /** A template the fake knows; sends naming others fail with 132001 when a registry is set. */
 export const TemplateSpecSchema = z.strictObject({

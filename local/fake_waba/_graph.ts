@@ -2,9 +2,31 @@
  * Graph API answer shapes for the fake: error bodies with Meta's codes,
  * titles, details and HTTP statuses, and realistic ids.
  *
+ * The error body follows Meta's "Error response syntax" — `{error: {message,
+ * type, code, error_data: {messaging_product, details}, error_subcode?,
+ * fbtrace_id}}`, `message` being "(#code) title" — and the codes, titles and
+ * statuses its error-code table
+ * (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/).
+ * The fake builds them itself rather than with the production schemas, so the
+ * client's parsing is checked against this independent reading.
+ *
  * @module
  */
-import type { GraphErrorBody } from "../../functions/_shared/waba_schemas.ts";
+
+/** A Graph API error answer, as the fake sends it. */
+export interface GraphErrorBody {
+  error: {
+    /** `(#<code>) <title>`. */
+    message: string;
+    type: string;
+    code: number;
+    error_subcode?: number;
+    error_data: { messaging_product: "whatsapp"; details: string };
+    /** Set on 5xx answers. */
+    is_transient?: boolean;
+    fbtrace_id: string;
+  };
+}
 
 /** What the fake answers for a Graph code: HTTP status, title and details. */
 export interface GraphErrorSpec {
@@ -53,6 +75,16 @@ export const GRAPH_ERRORS: Readonly<Record<number, GraphErrorSpec>> = {
     status: 400,
     title: "Rate limit hit",
     details: "Cloud API message throughput has been reached.",
+  },
+  131008: {
+    status: 400,
+    title: "Required parameter is missing",
+    details: "The request is missing a required parameter.",
+  },
+  131009: {
+    status: 400,
+    title: "Parameter value is not valid",
+    details: "One or more parameter values are invalid.",
   },
   131026: {
     status: 400,

@@ -10,12 +10,46 @@
  * entry per message in flight, not per status), so memory stays proportional
  * to messages whose statuses are still pending.
  *
+ * Payloads follow Meta's status and message webhook references
+ * (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status/:
+ * `{object: "whatsapp_business_account", entry: [{id, changes: [{field:
+ * "messages", value: {messaging_product, metadata, statuses | messages}}]}]}`,
+ * each status `{id, status, timestamp, recipient_id, biz_opaque_callback_data?,
+ * pricing?, errors?}`). They are built here from those references and signed
+ * by `_signature.ts`, not with the production schemas and signer, so the
+ * webhook function is tested against an independent sender.
+ *
  * @module
  */
-import { sign } from "../../functions/_shared/webhook_signature.ts";
-import type { MessageStatus, WebhookPayload } from "../../functions/_shared/waba_schemas.ts";
 import type { FakeWabaConfig } from "./_config.ts";
 import { GRAPH_ERRORS, wamid } from "./_graph.ts";
+import { HUB_SIGNATURE_HEADER, hubSignature256 } from "./_signature.ts";
+
+/** Delivery states a status webhook reports for an outbound message. */
+export type MessageStatus = "sent" | "delivered" | "read" | "failed";
+
+/** An inbound text message webhook, as the fake builds it. */
+interface InboundPayload {
+  object: "whatsapp_business_account";
+  entry: {
+    id: string;
+    changes: {
+      field: "messages";
+      value: {
+        messaging_product: "whatsapp";
+        metadata: { display_phone_number: string; phone_number_id: string };
+        contacts: { profile: { name: string }; wa_id: string }[];
+        messages: {
+          from: string;
+          id: string;
+          timestamp: string;
+          type: "text";
+          text: { body: string };
+        }[];
+      };
+    }[];
+  }[];
+}
 
 /** A message accepted by the fake, as the dispatcher needs it. */
 export interface TrackedMessage {
@@ -183,7 +217,7 @@ export class WebhookDispatcher {
     }
     const from = input.from.replace(/\D/g, "");
     const id = wamid(from);
-    const payload: WebhookPayload = {
+    const payload: InboundPayload = {
       object: "whatsapp_business_account",
       entry: [{
         id: cfg.wabaId,
@@ -412,7 +446,7 @@ export class WebhookDispatcher {
         headers: {
           "content-type": "application/json",
           "user-agent": "facebookexternalua",
-          "x-hub-signature-256": await sign(job.body, cfg.appSecret),
+          [HUB_SIGNATURE_HEADER]: await hubSignature256(job.body, cfg.appSecret),
         },
         body: job.body,
         signal: AbortSignal.any([AbortSignal.timeout(cfg.webhook.timeoutMs), this.#signal]),

@@ -4,8 +4,10 @@
  *
  * `POST /{version}/{phone-number-id}/messages` behaves like Meta's:
  * - bearer token check (401, Graph code 190, `WWW-Authenticate` header);
- * - template payload validation (400, code 100), and optionally a template
- *   registry (132001 unknown template, 132000 wrong parameter count);
+ * - template payload checks written from Meta's documentation, not with the
+ *   production schemas (`_send_request.ts`: 400 with code 100, 131008 or
+ *   131009), and optionally a template registry (132001 unknown template,
+ *   132000 wrong parameter count);
  * - per-phone-number throughput, 80 msg/s by default over a sliding one-second
  *   window (code 130429, HTTP 400 like Meta; `throttleHttpStatus` for BSPs
  *   that use 429);
@@ -31,10 +33,6 @@
  * @module
  */
 import {
-  type SendTemplateRequest,
-  SendTemplateRequestSchema,
-} from "../../functions/_shared/waba_schemas.ts";
-import {
   applyPatch,
   defaultConfig,
   type FakeWabaConfig,
@@ -45,6 +43,7 @@ import {
 } from "./_config.ts";
 import { graphError, serverError, wamid } from "./_graph.ts";
 import { PairSpacing, ThroughputLimiter } from "./_limits.ts";
+import { checkSendRequest, type TemplateSend } from "./_send_request.ts";
 import { WebhookDisabledError, WebhookDispatcher, type WebhookStats } from "./_webhooks.ts";
 
 export type { FakeWabaConfig, FakeWabaConfigPatch } from "./_config.ts";
@@ -181,20 +180,6 @@ function pause(ms: number, signals: AbortSignal[]): Promise<void> {
   });
 }
 
-function bodyParameters(req: SendTemplateRequest): string[] {
-  for (const c of req.template.components ?? []) {
-    if (c.type !== "body") continue;
-    return c.parameters.map((p) =>
-      p.type === "text"
-        ? p.text
-        : p.type === "currency"
-        ? p.currency.fallback_value
-        : p.date_time.fallback_value
-    );
-  }
-  return [];
-}
-
 async function readJson(req: Request): Promise<unknown> {
   const text = await req.text();
   if (text.trim() === "") return {};
@@ -323,21 +308,19 @@ function start(options: FakeWabaOptions): FakeWaba {
     return json(504, serverError(504).body);
   };
 
-  const accept = (pnid: string, body: SendTemplateRequest, now: number): RecordedMessage => {
-    const waId = body.to.replace(/\D/g, "");
+  const accept = (pnid: string, send: TemplateSend, now: number): RecordedMessage => {
+    const waId = send.waId;
     const record: RecordedMessage = {
       seq: ++seq,
       acceptedAtMs: now,
       phoneNumberId: pnid,
-      to: body.to,
+      to: send.to,
       waId,
-      template: body.template.name,
-      language: body.template.language.code,
-      parameters: bodyParameters(body),
+      template: send.template,
+      language: send.language,
+      parameters: send.bodyParameters,
       wamid: wamid(waId),
-      ...(body.biz_opaque_callback_data !== undefined
-        ? { callbackData: body.biz_opaque_callback_data }
-        : {}),
+      ...(send.callbackData !== undefined ? { callbackData: send.callbackData } : {}),
     };
     store.push(record);
     limiter.record(pnid, now);
@@ -397,24 +380,20 @@ function start(options: FakeWabaOptions): FakeWaba {
     } catch {
       return errorAnswer(latencyMs, 100, { details: "The request body is not valid JSON." });
     }
-    const parsed = SendTemplateRequestSchema.safeParse(raw);
-    if (!parsed.success) {
-      const details = parsed.error.issues
-        .map((i) => `Parameter '${i.path.join(".") || "(body)"}': ${i.message}`)
-        .join("; ");
-      return errorAnswer(latencyMs, 100, { details });
+    const checked = checkSendRequest(raw);
+    if (!checked.ok) {
+      return errorAnswer(latencyMs, checked.refusal.code, { details: checked.refusal.details });
     }
-    const body = parsed.data;
+    const body = checked.send;
 
     if (cfg.templates !== null) {
-      const spec = cfg.templates[body.template.name];
-      if (!spec || (spec.languages && !spec.languages.includes(body.template.language.code))) {
+      const spec = cfg.templates[body.template];
+      if (!spec || (spec.languages && !spec.languages.includes(body.language))) {
         return errorAnswer(latencyMs, 132001, {
-          details:
-            `template name (${body.template.name}) does not exist in ${body.template.language.code}`,
+          details: `template name (${body.template}) does not exist in ${body.language}`,
         });
       }
-      const given = bodyParameters(body).length;
+      const given = body.bodyParameters.length;
       if (given !== spec.bodyParams) {
         return errorAnswer(latencyMs, 132000, {
           details:
@@ -468,8 +447,7 @@ function start(options: FakeWabaOptions): FakeWaba {
       );
     if (inStorm(now)) return throttled();
     if (!limiter.allows(pnid, now)) return throttled();
-    const waId = body.to.replace(/\D/g, "");
-    if (!pairs.allows(pnid, waId, now)) return errorAnswer(latencyMs, 131056);
+    if (!pairs.allows(pnid, body.waId, now)) return errorAnswer(latencyMs, 131056);
 
     if (f.lostResponseRate > 0 && random() < f.lostResponseRate) {
       accept(pnid, body, now);

@@ -8,17 +8,15 @@
  * `GATEWAY_QUEUE_TIMEOUT_MS` (2000), `GATEWAY_CONFIG` (supabase/config.toml),
  * `GATEWAY_LOG=1` for one JSON line per request.
  *
+ * To start a gateway from code (tests), import `serveGateway` from `mod.ts`.
+ *
  * @example
- * import { serveGateway } from "./local/gateway/main.ts";
- * const gw = await serveGateway({ port: 54399 });
- * await gw.shutdown();
+ * // deno run -A local/gateway/main.ts
+ * // GATEWAY_PORT=54399 GATEWAY_POOL_SIZE=4 deno run -A local/gateway/main.ts
  *
  * @module
  */
-import { serveGateway } from "./server.ts";
-
-export { serveGateway } from "./server.ts";
-export type { Gateway, GatewayOptions } from "./server.ts";
+import { serveGateway } from "./mod.ts";
 
 if (import.meta.main) {
   let gateway;

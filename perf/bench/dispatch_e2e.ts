@@ -29,7 +29,7 @@
  */
 import { join } from "node:path";
 import { ROOT } from "../../local/cluster.ts";
-import { API_URL, SERVICE_ROLE_KEY } from "../../local/env.ts";
+import { API_URL, FAKE_WABA_URL, SERVICE_ROLE_KEY } from "../../local/env.ts";
 import {
   createCampaign,
   dispatch,
@@ -40,7 +40,7 @@ import {
   setUpFake,
   type Stack,
   unfinished,
-} from "../../tests/e2e/_stack.ts";
+} from "../../local/harness.ts";
 
 const TARGETS = Number(Deno.env.get("BENCH_TARGETS") ?? 5000);
 const ACKS = Number(Deno.env.get("BENCH_ACKS") ?? 500);
@@ -66,6 +66,8 @@ async function ownGateway(): Promise<
     env: {
       GATEWAY_PORT: String(OWN_GATEWAY_PORT),
       LOCAL_STACK: "1",
+      // The stack's fake wherever FAKE_WABA_PORT put it (LOCAL_STACK=1 alone means port 54330).
+      WABA_BASE_URL: FAKE_WABA_URL,
       LOG_LEVEL: "error",
     },
     stdout: "null",

@@ -20,8 +20,7 @@ import { cpuUsage } from "node:process";
 import postgres from "postgres";
 import { ANON_KEY, AUTHENTICATOR_URL, DB_URL, mintJwt } from "../../local/env.ts";
 import { ROOT } from "../../local/cluster.ts";
-import { rpcStatement } from "../../local/gateway/_sql.ts";
-import type { Routine } from "../../local/gateway/_schema_cache.ts";
+import { type Routine, rpcStatement } from "../../local/gateway/mod.ts";
 
 const REQUESTS = Number(Deno.env.get("BENCH_REQUESTS") ?? 10_000);
 const CONCURRENCY = Number(Deno.env.get("BENCH_CONCURRENCY") ?? 8);

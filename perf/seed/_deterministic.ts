@@ -128,11 +128,3 @@ export function statusSql(nExpr: string): string {
 
 /** E.164 prefix and width of target phone numbers: `+2547` + 8 digits (Kenyan mobiles). */
 export const PHONES = { prefix: "+2547", digits: 8 } as const;
-
-/** Phone number of target i (0-based). */
-export function targetPhone(
-  i: number,
-  phones: { prefix: string; digits: number } = PHONES,
-): string {
-  return phones.prefix + String(i).padStart(phones.digits, "0");
-}

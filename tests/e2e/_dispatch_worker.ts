@@ -12,6 +12,8 @@
  *
  * @module
  */
+// The dispatch function's own run loop and sender: this worker is the function minus its
+// HTTP trigger, so the test can kill it mid-batch.
 import { runDispatch } from "../../functions/dispatch/_run.ts";
 import { rpcQueue } from "../../functions/dispatch/handler.ts";
 import { createSender } from "../../functions/dispatch/_sender.ts";

@@ -20,7 +20,7 @@ import {
   voucherCodes,
   waitForWebhooks,
   waitUntil,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 const e2e = { sanitizeOps: false, sanitizeResources: false };
 const TARGETS = 2_000;

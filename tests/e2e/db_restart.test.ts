@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { restart } from "../../local/cluster.ts";
-import type { RunSummary } from "../../functions/dispatch/_run.ts";
+import type { RunSummary } from "../../functions/dispatch/handler.ts";
 import {
   closeFallback,
   createCampaign,
@@ -21,7 +21,7 @@ import {
   schedule,
   setUpFake,
   waitUntil,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 async function restartPostgres(): Promise<number> {
   const t0 = performance.now();

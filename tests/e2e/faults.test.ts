@@ -30,7 +30,7 @@ import {
   setUpFake,
   type Stack,
   waitUntil,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 const e2e = { sanitizeOps: false, sanitizeResources: false };
 
@@ -200,8 +200,6 @@ Deno.test({
         burst: 1_000,
         minRecipientIntervalSeconds: 0,
       });
-      await schedule(stack, fx.campaignId);
-
       child = new Deno.Command(Deno.execPath(), {
         args: [
           "run",
@@ -214,12 +212,42 @@ Deno.test({
             batchSize: 20,
             reportBatchSize: REPORT_BATCH,
             reportIntervalMs: 100,
+            idleExitMs: 10_000, // it starts before the messages exist
           }),
         ],
-        env: { SUPABASE_DB_URL: DB_URL, LOCAL_STACK: "1", LOG_LEVEL: "error" },
+        // WABA_BASE_URL: the stack's fake, wherever FAKE_WABA_PORT put it (LOCAL_STACK=1
+        // alone would mean the default port, which may be another stack's fake).
+        env: {
+          SUPABASE_DB_URL: DB_URL,
+          LOCAL_STACK: "1",
+          WABA_BASE_URL: FAKE_WABA_URL,
+          LOG_LEVEL: "error",
+        },
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
+      // The worker must be up before the campaign is scheduled: the stack's ticker
+      // dispatches every channel too, and on a busy machine it could send the first
+      // 100 messages while the worker is still loading, so the kill would hit a
+      // process that never claimed anything (and had not yet announced itself).
+      const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let output = "";
+      const deadline = Date.now() + 20_000;
+      while (!output.includes('"event":"started"')) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error("Timed out waiting for the worker to start")),
+            Math.max(0, deadline - Date.now()),
+          );
+        });
+        const chunk = await Promise.race([stdout.read(), timeout]).finally(() =>
+          clearTimeout(timer)
+        );
+        if (chunk.done) throw new Error(`The worker exited before starting: ${output}`);
+        output += chunk.value;
+      }
+      await schedule(stack, fx.campaignId);
       await waitUntil(
         async () => (await fakeMessages(fx.phoneNumberId)).length >= 100,
         20_000,
@@ -228,9 +256,7 @@ Deno.test({
       child.kill("SIGKILL");
       const status = await child.status;
       assert.equal(status.signal, "SIGKILL");
-      const output = new TextDecoder().decode(
-        await new Response(child.stdout).arrayBuffer(),
-      );
+      for (let r = await stdout.read(); !r.done; r = await stdout.read()) output += r.value;
       assert.ok(
         !output.includes('"event":"done"'),
         "the worker died before finishing",

@@ -16,7 +16,7 @@ import {
   rpc,
   schedule,
   setUpFake,
-} from "./_stack.ts";
+} from "../../local/harness.ts";
 
 const RATE_PER_MINUTE = 240; // 4 msg/s
 const BURST = 8;

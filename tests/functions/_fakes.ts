@@ -11,6 +11,7 @@ import type {
   OptOutResult,
   ReportSummary,
 } from "../../functions/_shared/rpc.ts";
+// The dispatch function's queue seam, for its unit tests (the module under test).
 import type { DispatchQueue } from "../../functions/dispatch/_run.ts";
 
 /** A claimed message for phone number id `pnid` and recipient `to`. */

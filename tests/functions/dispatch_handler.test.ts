@@ -6,8 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { ANON_KEY, SERVICE_ROLE_KEY } from "../../local/env.ts";
-import { type FakeWaba, startFakeWaba } from "../../local/fake_waba/server.ts";
-import type { FakeWabaConfigPatch } from "../../local/fake_waba/_config.ts";
+import {
+  type FakeWaba,
+  type FakeWabaConfigPatch,
+  startFakeWaba,
+} from "../../local/fake_waba/mod.ts";
+// Unit tests of the dispatch function's private modules (the module under test, as in Deno std).
 import { createDispatchHandler } from "../../functions/dispatch/handler.ts";
 import { runDispatch, type RunOptions, type RunSummary } from "../../functions/dispatch/_run.ts";
 import { createSender } from "../../functions/dispatch/_sender.ts";

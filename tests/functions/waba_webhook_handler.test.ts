@@ -5,11 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { createWebhookHandler } from "../../functions/waba-webhook/handler.ts";
+// Unit tests of the webhook function, its stop-word module included (the module under test).
 import { isOptOutRequest, normalizeInboundText } from "../../functions/waba-webhook/_stop_words.ts";
 import { sign } from "../../functions/_shared/webhook_signature.ts";
 import { RpcError } from "../../functions/_shared/db.ts";
 import type { StatusItem, StatusSummary } from "../../functions/_shared/rpc.ts";
-import { startFakeWaba } from "../../local/fake_waba/server.ts";
+import { startFakeWaba } from "../../local/fake_waba/mod.ts";
 import { waitFor } from "../whatsapp/_helpers.ts";
 
 const SECRET = "webhook-test-secret";

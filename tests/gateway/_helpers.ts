@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { createClient } from "@supabase/supabase-js";
 import { ANON_KEY, DB_URL } from "../../local/env.ts";
-import { type Gateway, type GatewayOptions, serveGateway } from "../../local/gateway/main.ts";
+import { type Gateway, type GatewayOptions, serveGateway } from "../../local/gateway/mod.ts";
 
 /** The fixture config.toml (exposes `api`, max_rows = 50, test functions). */
 export const FIXTURE_CONFIG = fileURLToPath(

@@ -3,6 +3,7 @@
  * SQL literal quoting the one-round-trip statement relies on.
  */
 import assert from "node:assert/strict";
+// Unit tests of the gateway's private modules (the one module under test, as in Deno std).
 import { pgErrorStatus } from "../../local/gateway/_errors.ts";
 import { quoteIdent, quoteLiteral, SqlLiteralError } from "../../local/gateway/_sql.ts";
 import { withSuperuser } from "./_helpers.ts";

@@ -1,12 +1,30 @@
 import assert from "node:assert/strict";
 import { WhatsAppClient } from "../../functions/_shared/whatsapp.ts";
-import { GraphErrorBodySchema } from "../../functions/_shared/waba_schemas.ts";
-import { parseLatency, sampleLatency, seededRandom } from "../../local/fake_waba/_config.ts";
+import {
+  GraphErrorBodySchema,
+  SendTemplateRequestSchema,
+  statusUpdates,
+  WebhookPayloadSchema,
+} from "../../functions/_shared/waba_schemas.ts";
+import {
+  configFromEnv,
+  type FakeWabaOptions,
+  parseLatency,
+  startFakeWaba,
+} from "../../local/fake_waba/mod.ts";
+// Unit tests of the fake's private pieces (the one module under test, as in Deno std).
+import { sampleLatency, seededRandom } from "../../local/fake_waba/_config.ts";
 import { wamid } from "../../local/fake_waba/_graph.ts";
 import { PairSpacing, SlidingWindow } from "../../local/fake_waba/_limits.ts";
-import { configFromEnv } from "../../local/fake_waba/main.ts";
-import { type FakeWabaOptions, startFakeWaba } from "../../local/fake_waba/server.ts";
-import { PHONE_NUMBER_ID, postSend, templateBody, TEST_SECRET, TEST_TOKEN } from "./_helpers.ts";
+import { hubSignature256 } from "../../local/fake_waba/_signature.ts";
+import {
+  PHONE_NUMBER_ID,
+  postSend,
+  startReceiver,
+  templateBody,
+  TEST_SECRET,
+  TEST_TOKEN,
+} from "./_helpers.ts";
 
 const base: FakeWabaOptions = { accessToken: TEST_TOKEN, appSecret: TEST_SECRET };
 
@@ -89,28 +107,173 @@ Deno.test("the fake answers 401 with Graph code 190 to a missing or wrong token"
   });
 });
 
-Deno.test("the fake answers 400 with code 100 to invalid payloads and unknown ids", async () => {
+Deno.test("the fake answers 400 with code 100 to a body that is not JSON and to unknown ids", async () => {
   await withFake({}, async (fake) => {
     const bad = [
-      await postSend(fake.url, templateBody("+254712345678", { messaging_product: "sms" })),
-      await postSend(fake.url, templateBody("not-a-number")),
-      await postSend(fake.url, { ...templateBody("+254712345678"), template: { name: "x" } }),
       await postSend(fake.url, null, { raw: "{not json" }),
       await postSend(fake.url, templateBody("+254712345678"), { phoneNumberId: "abc" }),
       await postSend(fake.url, templateBody("+254712345678"), { version: "latest" }),
     ];
     for (const r of bad) {
       assert.equal(r.status, 400);
-      const parsed = GraphErrorBodySchema.parse(r.json);
-      assert.equal(parsed.error.code, 100);
+      assert.equal(GraphErrorBodySchema.parse(r.json).error.code, 100);
     }
-    assert.match(
-      (bad[1].json.error as { error_data: { details: string } }).error_data.details,
-      /to/,
-    );
     assert.equal(fake.messages().length, 0);
     assert.equal(fake.stats().outcomes.waba_100, bad.length);
   });
+});
+
+/** Malformed send bodies, the Graph code Meta documents for each, and the field the details name. */
+const MALFORMED: [what: string, body: Record<string, unknown>, code: number, field: string][] = [
+  [
+    "messaging_product is not whatsapp",
+    templateBody("+254712345678", { messaging_product: "sms" }),
+    100,
+    "messaging_product",
+  ],
+  [
+    "messaging_product is missing",
+    { ...templateBody("+254712345678"), messaging_product: undefined },
+    131008,
+    "messaging_product",
+  ],
+  [
+    "recipient_type is not individual",
+    templateBody("+254712345678", { recipient_type: "group" }),
+    100,
+    "recipient_type",
+  ],
+  ["to is not a phone number", templateBody("not-a-number"), 131009, "to"],
+  ["to is missing", { ...templateBody("+254712345678"), to: undefined }, 131008, "to"],
+  ["type is not template", templateBody("+254712345678", { type: "text" }), 100, "type"],
+  [
+    "a parameter is misspelled",
+    templateBody("+254712345678", { biz_opaque_callbackdata: "x" }),
+    100,
+    "biz_opaque_callbackdata",
+  ],
+  [
+    "template.language is missing",
+    templateBody("+254712345678", { template: { name: "voucher_issued" } }),
+    131008,
+    "template.language",
+  ],
+  [
+    "template.language.code is not a language",
+    templateBody("+254712345678", {
+      template: { name: "voucher_issued", language: { code: "English" } },
+    }),
+    131009,
+    "template.language.code",
+  ],
+  [
+    "template.language.policy is not deterministic",
+    templateBody("+254712345678", {
+      template: { name: "voucher_issued", language: { code: "en", policy: "fallback" } },
+    }),
+    100,
+    "template.language.policy",
+  ],
+  [
+    "a text parameter is a number",
+    templateBody("+254712345678", {
+      template: {
+        name: "voucher_issued",
+        language: { code: "en" },
+        components: [{ type: "body", parameters: [{ type: "text", text: 9999 }] }],
+      },
+    }),
+    100,
+    "template.components[0].parameters[0].text",
+  ],
+  [
+    "a text parameter is empty",
+    templateBody("+254712345678", {
+      template: {
+        name: "voucher_issued",
+        language: { code: "en" },
+        components: [{ type: "body", parameters: [{ type: "text", text: "" }] }],
+      },
+    }),
+    131009,
+    "template.components[0].parameters[0].text",
+  ],
+  [
+    "a component has no type",
+    templateBody("+254712345678", {
+      template: {
+        name: "voucher_issued",
+        language: { code: "en" },
+        components: [{ parameters: [{ type: "text", text: "x" }] }],
+      },
+    }),
+    131008,
+    "template.components[0].type",
+  ],
+  [
+    "biz_opaque_callback_data is longer than 512 characters",
+    templateBody("+254712345678", { biz_opaque_callback_data: "x".repeat(513) }),
+    131009,
+    "biz_opaque_callback_data",
+  ],
+];
+
+Deno.test("the fake refuses malformed sends with Meta's codes, as the production schema does", async () => {
+  await withFake({}, async (fake) => {
+    for (const [what, body, code, field] of MALFORMED) {
+      assert.equal(
+        SendTemplateRequestSchema.safeParse(body).success,
+        false,
+        `the production schema also refuses: ${what}`,
+      );
+      const r = await postSend(fake.url, body);
+      assert.equal(r.status, 400, what);
+      const err = GraphErrorBodySchema.parse(r.json).error;
+      assert.equal(err.code, code, what);
+      assert.equal(err.type, "OAuthException", what);
+      assert.match(err.message, new RegExp(`^\\(#${code}\\) `), what);
+      assert.ok(
+        err.error_data?.details?.includes(`'${field}'`),
+        `${what}: ${err.error_data?.details}`,
+      );
+      assert.ok((err.fbtrace_id ?? "").length > 10, what);
+    }
+    assert.equal(fake.messages().length, 0, "nothing malformed was recorded");
+  });
+});
+
+Deno.test("the fake accepts biz_opaque_callback_data of 512 characters and echoes it on its status webhooks", async () => {
+  const receiver = startReceiver();
+  try {
+    await withFake({
+      pairSpacingMs: 0,
+      webhook: {
+        url: receiver.url,
+        sentDelayMs: 10,
+        deliveredDelayMs: 20,
+        readRate: 0,
+        batchIntervalMs: 10,
+      },
+    }, async (fake) => {
+      const callback = "m".repeat(512);
+      const body = templateBody("+254712345678", { biz_opaque_callback_data: callback });
+      assert.ok(
+        SendTemplateRequestSchema.safeParse(body).success,
+        "the production client may send it",
+      );
+      const r = await postSend(fake.url, body);
+      assert.equal(r.status, 200);
+      assert.equal(fake.messages()[0].callbackData, callback);
+      assert.ok(await fake.waitForWebhooks(5000));
+      const statuses = receiver.received.flatMap((hook) =>
+        statusUpdates(WebhookPayloadSchema.parse(JSON.parse(hook.raw))).map((u) => u.status)
+      );
+      assert.deepEqual(statuses.map((s) => s.status), ["sent", "delivered"]);
+      for (const s of statuses) assert.equal(s.biz_opaque_callback_data, callback);
+    });
+  } finally {
+    await receiver.shutdown();
+  }
 });
 
 Deno.test("the fake checks templates against its registry when one is configured", async () => {
@@ -379,4 +542,13 @@ Deno.test("PairSpacing forgets pairs older than the spacing as it grows", () => 
   assert.ok(p.size < 11_000, `tracked ${p.size}`);
   assert.equal(p.allows("1", "24999", 25_000), false);
   assert.equal(p.allows("1", "0", 25_000), true);
+});
+
+Deno.test("hubSignature256() is sha256= and the hex HMAC-SHA256 of the raw body, as Meta signs", async () => {
+  // The HMAC-SHA256 of "test" keyed with "secret", a published test vector.
+  assert.equal(
+    await hubSignature256("test", "secret"),
+    "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914",
+  );
+  assert.notEqual(await hubSignature256("test", "other"), await hubSignature256("test", "secret"));
 });

@@ -7,9 +7,11 @@ import {
   WebhookVerificationQuerySchema,
 } from "../../functions/_shared/waba_schemas.ts";
 import { WhatsAppClient } from "../../functions/_shared/whatsapp.ts";
-import type { FakeWabaConfigPatch } from "../../local/fake_waba/server.ts";
-import { startFakeWaba } from "../../local/fake_waba/server.ts";
-import { WebhookDisabledError } from "../../local/fake_waba/_webhooks.ts";
+import {
+  type FakeWabaConfigPatch,
+  startFakeWaba,
+  WebhookDisabledError,
+} from "../../local/fake_waba/mod.ts";
 import {
   PHONE_NUMBER_ID,
   type Receiver,

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   classifyWhatsAppError,
-  metaBackoffSeconds,
   parseRetryAfter,
   WABA_ERROR_CODES,
 } from "../../functions/_shared/waba_errors.ts";
@@ -135,13 +134,4 @@ Deno.test("parseRetryAfter() reads delta seconds and HTTP dates", () => {
   assert.equal(parseRetryAfter("soon"), undefined);
   assert.equal(parseRetryAfter(""), undefined);
   assert.equal(parseRetryAfter(null), undefined);
-});
-
-Deno.test("metaBackoffSeconds() follows Meta's 4^X schedule, capped, with bounded jitter", () => {
-  assert.deepEqual([0, 1, 2, 3].map((a) => metaBackoffSeconds(a)), [1, 4, 16, 64]);
-  assert.equal(metaBackoffSeconds(10, { capSeconds: 600 }), 600);
-  for (const r of [0, 0.5, 0.999]) {
-    const s = metaBackoffSeconds(2, { jitter: true, random: () => r });
-    assert.ok(s >= 8 && s <= 16, `jittered ${s} within [8, 16]`);
-  }
 });

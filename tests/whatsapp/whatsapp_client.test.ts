@@ -4,7 +4,7 @@ import {
   WhatsAppClient,
   WhatsAppClientConfigError,
 } from "../../functions/_shared/whatsapp.ts";
-import { startFakeWaba } from "../../local/fake_waba/server.ts";
+import { startFakeWaba } from "../../local/fake_waba/mod.ts";
 import { PHONE_NUMBER_ID, TEST_SECRET, TEST_TOKEN } from "./_helpers.ts";
 
 const send = {

@@ -1,31 +1,82 @@
 // deno-lint-ignore-file no-explicit-any -- untyped JSON answers (RPCs, the fake), asserted field by field
 /**
- * Helpers for the end-to-end tests on the running local stack (`deno task
- * start`: Postgres 54322, gateway 54321, fake WhatsApp 54330, dispatch ticker).
+ * Drives a running local stack (`deno task start`: Postgres, the gateway with
+ * the Edge Functions, the fake WhatsApp API, the dispatch ticker) from outside:
+ * what the end-to-end tests and the dispatch benchmark share. Addresses come
+ * from `local/env.ts`, so `PGPORT_LOCAL` / `GATEWAY_PORT` / `FAKE_WABA_PORT`
+ * move them.
  *
+ * - Connections: {@link superuser} (fixtures and assertions on `app.*`) and
+ *   {@link apiClient} (supabase-js pointed at the gateway exactly as the apps
+ *   configure it).
  * - {@link openStack} checks the stack is up and snapshots the fake's config;
  *   `close()` restores it. If the stack's gateway was started without WhatsApp
  *   settings for its functions (no `LOCAL_STACK=1` / `WABA_*` in its
- *   environment, so `/functions/v1/dispatch` answers 500 not_configured), the
- *   tests start an in-process gateway with `LOCAL_STACK=1` on a spare port and
- *   point the fake's webhooks at it, so they still exercise the real functions
- *   over HTTP; the stack's ticker then dispatches nothing (it gets the 500).
- * - Campaign fixtures go through the service_role RPCs over `/rest/v1`
- *   (supabase-js), as an admin tool would; assertions read `app.*` as superuser.
+ *   environment, so `/functions/v1/dispatch` answers 500 not_configured), it
+ *   starts an in-process gateway with `LOCAL_STACK=1` on a spare port and
+ *   points the fake's webhooks at it, so callers still exercise the real
+ *   functions over HTTP; the stack's ticker then dispatches nothing (it gets
+ *   the 500).
+ * - The fake WhatsApp API through its control endpoints: {@link setUpFake},
+ *   {@link configureFake}, {@link fakeMessages}, {@link fakeStats},
+ *   {@link waitForWebhooks}.
+ * - Campaign fixtures through the service_role RPCs over `/rest/v1`
+ *   (supabase-js), as an admin tool would: {@link createCampaign},
+ *   {@link schedule}; dispatch runs through the function: {@link dispatch},
+ *   {@link driveUntilDone}; waiting: {@link waitUntil}.
  * - The stack's ticker calls `/functions/v1/dispatch` every second for every
- *   active channel. Tests tolerate it (it is one more dispatcher sharing the same
- *   token buckets and leases); each test uses its own channel and recipients.
+ *   active channel. Callers tolerate it (it is one more dispatcher sharing the
+ *   same token buckets and leases); each fixture has its own channel and
+ *   recipients.
+ *
+ * @example
+ * import { createCampaign, driveUntilDone, openStack, schedule, setUpFake } from "./local/harness.ts";
+ * const stack = await openStack();
+ * try {
+ *   await setUpFake(stack, { mps: 0, pairSpacingMs: 0 });
+ *   const fx = await createCampaign(stack, { targets: 10, ratePerMinute: 600 });
+ *   await schedule(stack, fx.campaignId);
+ *   await driveUntilDone(stack, fx, { timeoutMs: 30_000 });
+ * } finally {
+ *   await stack.close();
+ * }
  *
  * @module
  */
 import postgres from "postgres";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
-import { ANON_KEY, API_URL, DB_URL, FAKE_WABA_URL, SERVICE_ROLE_KEY } from "../../local/env.ts";
-import type { FakeWabaConfig, FakeWabaConfigPatch } from "../../local/fake_waba/_config.ts";
-import type { RecordedMessage } from "../../local/fake_waba/server.ts";
-import type { RunSummary } from "../../functions/dispatch/_run.ts";
+import { ANON_KEY, API_URL, DB_URL, FAKE_WABA_URL, SERVICE_ROLE_KEY } from "./env.ts";
+import type { FakeWabaConfig, FakeWabaConfigPatch, RecordedMessage } from "./fake_waba/mod.ts";
+import type { RunSummary } from "../functions/dispatch/handler.ts";
 
 export { DB_URL, FAKE_WABA_URL };
+export type { RunSummary };
+
+/** A superuser connection for fixtures and assertions; close it with `await sql.end()`. */
+export function superuser(max = 4): postgres.Sql {
+  return postgres(DB_URL, { max, onnotice: () => {} });
+}
+
+/**
+ * A supabase-js client of the `api` schema, untyped (`supabase gen types` needs
+ * Docker, which this environment does not have).
+ */
+export type ApiClient = SupabaseClient<any, "api">;
+
+/**
+ * A supabase-js client that sends `jwt` (or only the anon key) to the local
+ * gateway, configured as the apps configure theirs.
+ *
+ * @example
+ * const { data, error } = await apiClient(SERVICE_ROLE_KEY).rpc("queue_health");
+ */
+export function apiClient(jwt?: string): ApiClient {
+  return createClient(API_URL, ANON_KEY, {
+    db: { schema: "api" },
+    auth: { persistSession: false, autoRefreshToken: false },
+    global: jwt ? { headers: { Authorization: `Bearer ${jwt}` } } : {},
+  });
+}
 
 /** A handle on the running stack for one test. */
 export interface Stack {
@@ -34,7 +85,7 @@ export interface Stack {
   /** True when the in-process gateway stands in for the stack's functions. */
   fallback: boolean;
   sql: postgres.Sql;
-  api: SupabaseClient<any, "api">;
+  api: ApiClient;
   /** Restores the fake's config, stops the fallback gateway, closes connections. */
   close(): Promise<void>;
 }
@@ -112,12 +163,12 @@ export async function openStack(
     fallback = true;
     if (!fallbackUrl) {
       Deno.env.set("LOCAL_STACK", "1");
-      const { serveGateway } = await import("../../local/gateway/main.ts");
+      const { serveGateway } = await import("./gateway/mod.ts");
       const gateway = await serveGateway({ port: 0, log: false, poolSize: 4 });
       fallbackUrl = gateway.url;
       fallbackShutdown = () => gateway.shutdown();
       console.warn(
-        `[e2e] the stack's gateway has no WhatsApp settings for its functions (start it with ` +
+        `[harness] the stack's gateway has no WhatsApp settings for its functions (start it with ` +
           `LOCAL_STACK=1); using an in-process gateway at ${fallbackUrl}`,
       );
     }
@@ -125,12 +176,8 @@ export async function openStack(
   }
   const original = (await http(`${FAKE_WABA_URL}/_fake/config`))
     .json as FakeWabaConfig;
-  const sql = postgres(DB_URL, { max: 4, onnotice: () => {} });
-  const api = createClient(API_URL, ANON_KEY, {
-    db: { schema: "api" },
-    auth: { persistSession: false, autoRefreshToken: false },
-    global: { headers: { Authorization: `Bearer ${SERVICE_ROLE_KEY}` } },
-  });
+  const sql = superuser(4);
+  const api = apiClient(SERVICE_ROLE_KEY);
   return {
     functionsUrl,
     fallback,
