@@ -76,6 +76,7 @@ async function denoStatic(): Promise<Tally> {
   for (
     const args of [["fmt", "--check"], ["lint"], [
       "check",
+      "client/",
       "local/",
       "functions/",
       "perf/",
