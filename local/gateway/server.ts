@@ -255,6 +255,11 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
             )
             : await auth.handle(req, url),
         );
+        // GoTrue's own CORS exposes its API version header, which supabase-js reads.
+        res.headers.set(
+          "Access-Control-Expose-Headers",
+          "X-Total-Count, Link, X-Supabase-Api-Version",
+        );
       } else {
         res = withCors(kongError(404, "no Route matched with those values"));
       }
