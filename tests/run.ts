@@ -6,7 +6,8 @@
  * 3. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
  * 4. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
  * 5. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 6. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ * 6. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke, and
+ *    the station PWA in headless Chromium through playwright-core),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
  * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
@@ -80,6 +81,7 @@ async function denoStatic(): Promise<Tally> {
       "local/",
       "functions/",
       "perf/",
+      "station/",
       "tests/",
     ]]
   ) {
