@@ -121,9 +121,7 @@ async function operators(n: number, label: string): Promise<Operator[]> {
 
 const [{ id: campaignId }] = await sql`
   insert into app.campaigns (name, amount_minor, currency, starts_at, expires_at)
-  values (${
-  "Storm " + tag
-}, 50000, 'KES', now() - interval '1 hour', now() + interval '30 days')
+  values (${"Storm " + tag}, 50000, 'KES', now() - interval '1 hour', now() + interval '30 days')
   returning id`;
 
 /** `n` fresh display codes of the storm campaign. */
@@ -134,8 +132,7 @@ async function codes(n: number): Promise<string[]> {
       select (app.issue_batch(${campaignId}, ${
       Math.min(5000, left)
     }) ->> 'batch_id')::uuid as batch`;
-    const rows =
-      await sql`select code from app.vouchers where batch_id = ${batch} order by id`;
+    const rows = await sql`select code from app.vouchers where batch_id = ${batch} order by id`;
     for (const r of rows) out.push(r.code as string);
   }
   // Stations see codes in no particular order.
@@ -426,9 +423,7 @@ async function storm(
   const lost = N * M - db.vouchers;
   const duplicates = db.redemptions - db.vouchers + ownConflicts;
 
-  const liveSamples = live.samples.slice(liveStart).filter((s) =>
-    s.t >= t0 && s.t <= tEnd
-  );
+  const liveSamples = live.samples.slice(liveStart).filter((s) => s.t >= t0 && s.t <= tEnd);
   const h = new LatencyHistogram();
   for (const s of liveSamples) h.record(s.ms);
 
@@ -500,9 +495,9 @@ console.log(`setup ${f1((performance.now() - setupStart) / 1000)} s`);
 
 const cap = await capacity(capOps, capCodes);
 console.log(
-  `capacity: ${
-    Math.round(cap.itemsPerS)
-  } items/s (${WORKERS} workers, ${M}-item batches, ${f1(cap.seconds)} s)`,
+  `capacity: ${Math.round(cap.itemsPerS)} items/s (${WORKERS} workers, ${M}-item batches, ${
+    f1(cap.seconds)
+  } s)`,
 );
 
 const live = new LiveTraffic(liveOps, liveCodes);
@@ -520,18 +515,12 @@ try {
     results.push(r);
     const drainRate = r.items / r.drainSeconds;
     console.log(
-      `${mode.padEnd(7)} drain ${f1(r.drainSeconds)} s${
-        r.drained ? "" : " (NOT drained)"
-      }, ` +
-        `${Math.round(drainRate)} items/s = ${
-          f2(drainRate / cap.itemsPerS)
-        }× capacity; ` +
+      `${mode.padEnd(7)} drain ${f1(r.drainSeconds)} s${r.drained ? "" : " (NOT drained)"}, ` +
+        `${Math.round(drainRate)} items/s = ${f2(drainRate / cap.itemsPerS)}× capacity; ` +
         `offered ${Math.round(r.requests / r.drainSeconds)} req/s, served ${
           Math.round(r.served / r.drainSeconds)
         } req/s; statuses ${JSON.stringify(r.statuses)}; ` +
-        `live n=${r.live.count} p50 ${f1(r.live.p50)} p95 ${
-          f1(r.live.p95)
-        } p99 ${
+        `live n=${r.live.count} p50 ${f1(r.live.p50)} p95 ${f1(r.live.p95)} p99 ${
           f1(r.live.p99)
         } ms, failed ${r.live.failed}; duplicates ${r.duplicates}, lost ${r.lost}`,
     );
@@ -563,13 +552,13 @@ const md: string[] = [
 for (const r of results) {
   const rate = r.items / r.drainSeconds;
   md.push(
-    `| ${r.mode} | ${f1(r.drainSeconds)} s${
-      r.drained ? "" : " (not drained)"
-    } | ${Math.round(rate)} items/s | ${f2(rate / cap.itemsPerS)} | ${
-      Math.round(r.requests / r.drainSeconds)
-    } | ${Math.round(r.served / r.drainSeconds)} | ${
-      Object.entries(r.statuses).map(([k, v]) => `${k}: ${v}`).join(", ")
-    } | ${f1(r.live.p50)} / ${f1(r.live.p95)} / ${
+    `| ${r.mode} | ${f1(r.drainSeconds)} s${r.drained ? "" : " (not drained)"} | ${
+      Math.round(rate)
+    } items/s | ${f2(rate / cap.itemsPerS)} | ${Math.round(r.requests / r.drainSeconds)} | ${
+      Math.round(r.served / r.drainSeconds)
+    } | ${Object.entries(r.statuses).map(([k, v]) => `${k}: ${v}`).join(", ")} | ${
+      f1(r.live.p50)
+    } / ${f1(r.live.p95)} / ${
       f1(r.live.p99)
     } ms (${r.live.count}) | ${r.live.failed} | ${r.duplicates} | ${r.lost} |`,
   );
