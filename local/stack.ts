@@ -22,6 +22,8 @@ import {
   WABA_APP_SECRET,
   WABA_VERIFY_TOKEN,
 } from "./env.ts";
+import { STATION_URL } from "./station_server.ts";
+import { ensureChromium } from "./chromium.ts";
 
 const PID_DIR = join(cluster.LOCAL_DIR, "pids");
 const LOG_DIR = join(cluster.LOCAL_DIR, "logs");
@@ -54,6 +56,8 @@ export const SERVICES: Service[] = [
     healthUrl: `${FAKE_WABA_URL}/_fake/stats`,
   },
   { name: "dispatch-ticker", script: "local/dispatch_ticker.ts" },
+  // The reference station PWA (static files + the browser bundle of client/).
+  { name: "station", script: "local/station_server.ts", healthUrl: `${STATION_URL}/health` },
 ];
 
 /** Demo accounts created by sql/demo_seed.sql. */
@@ -146,6 +150,7 @@ async function stopService(service: Service): Promise<void> {
 export async function start(opts: { quiet?: boolean } = {}): Promise<void> {
   const t0 = performance.now();
   await cluster.up();
+  await ensureChromium(); // the station PWA's browser tests
   await cluster.psql(["-f", join(cluster.ROOT, "sql", "demo_seed.sql")]);
   for (const service of SERVICES) await startService(service);
   for (const service of SERVICES) await waitHealthy(service);
@@ -185,6 +190,7 @@ Local stack is up (${(elapsedMs / 1000).toFixed(1)} s).
    Functions URL: ${API_URL}/functions/v1/<name>
           DB URL: ${DB_URL}
    Fake WhatsApp: ${FAKE_WABA_URL}
+     Station PWA: ${STATION_URL}/   (sign in as operator@demo.local / operator-demo-password)
       JWT secret: super-secret-jwt-token-with-at-least-32-characters-long
         anon key: ${ANON_KEY}
 service_role key: ${SERVICE_ROLE_KEY}

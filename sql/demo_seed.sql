@@ -34,3 +34,17 @@ select data || app.code_check_char(data), '00000000-0000-4000-8000-00000000d001'
        '00000000-0000-4000-8000-00000000e001', 50000, 'KES', '2030-01-01T00:00:00Z'
 from (select 'DEM0' || lpad(n::text, 10, '0') as data from generate_series(1, 10) n) d
 on conflict (code) do nothing;
+
+-- Passwords for the gateway's local Supabase Auth stand-in (local/gateway/_auth.ts),
+-- so the station PWA signs in with supabase.auth.signInWithPassword as on hosted
+-- Supabase, whose auth.users already has encrypted_password (bcrypt, as crypt()
+-- makes it). The local platform bootstrap's auth.users has no such column.
+alter table auth.users add column if not exists encrypted_password text;
+
+update auth.users
+set encrypted_password = extensions.crypt(
+      case id when '00000000-0000-4000-8000-00000000b001'::uuid then 'operator-demo-password'
+              else 'admin-demo-password' end,
+      extensions.gen_salt('bf', 8))
+where id in ('00000000-0000-4000-8000-00000000a001', '00000000-0000-4000-8000-00000000b001')
+  and encrypted_password is null;

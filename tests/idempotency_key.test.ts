@@ -1,5 +1,5 @@
 /**
- * Time-ordered idempotency keys (functions/_shared/idempotency_key.ts): the
+ * Time-ordered idempotency keys (client/idempotency_key.ts): the
  * UUIDv7 layout, uniqueness within one millisecond, and the property the
  * database relies on — later keys sort after earlier ones, also in Postgres.
  *
@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { DB_URL } from "../local/cluster.ts";
-import { newIdempotencyKey } from "../functions/_shared/idempotency_key.ts";
+import { newIdempotencyKey } from "../client/idempotency_key.ts";
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -8,7 +8,8 @@
  * 4. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
  * 5. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
  * 6. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 7. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke),
+ * 7. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke, and
+ *    the station PWA in headless Chromium through playwright-core),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
  * (pgTAP) and every test (Deno), and exits non-zero when anything failed.
@@ -87,9 +88,11 @@ async function denoStatic(): Promise<Tally> {
   for (
     const args of [["fmt", "--check"], ["lint"], [
       "check",
+      "client/",
       "local/",
       "functions/",
       "perf/",
+      "station/",
       "tests/",
     ]]
   ) {

@@ -1,5 +1,5 @@
 /**
- * Voucher codes in TypeScript (functions/_shared/voucher_code.ts): the frozen
+ * Voucher codes in TypeScript (client/voucher_code.ts): the frozen
  * vectors shared with the pgTAP suite, exhaustive typo detection, generation, and
  * a cross-check against the SQL implementation on the local cluster.
  *
@@ -21,7 +21,7 @@ import {
   parseCode,
   VoucherCodeError,
   type VoucherCodeErrorCode,
-} from "../functions/_shared/voucher_code.ts";
+} from "../client/voucher_code.ts";
 
 interface Vectors {
   alphabet: string;

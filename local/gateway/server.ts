@@ -5,6 +5,8 @@
  * - `/rest/v1/*`: CORS (preflight answered before auth, `Access-Control-Allow-Origin: *`
  *   on every answer), Kong's API-key check, PostgREST JWT auth, then RPC.
  * - `/functions/v1/<name>`: the function's handler (see `_functions_host.ts`).
+ * - `/auth/v1/*`: a minimal Supabase Auth stand-in (password sign-in, refresh,
+ *   user, logout; see `_auth.ts`), checked for an API key as Kong does.
  * - `/health`: 200 once the schema cache is loaded.
  *
  * @module
@@ -19,6 +21,7 @@ import {
   tableNotFound,
   unacceptableSchema,
 } from "./_errors.ts";
+import { AuthApi } from "./_auth.ts";
 import { drainWaitUntil, FunctionsHost } from "./_functions_host.ts";
 import { bearerToken, JwtVerifier } from "./_jwt.ts";
 import { Admission } from "./_pool.ts";
@@ -198,18 +201,30 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
     onnotice: () => {},
     connection: { application_name: "local-gateway-schema-cache" },
   });
+  // Supabase Auth reads auth.users with its own privileged role; locally, the superuser.
+  const authSql = postgres(Deno.env.get("GATEWAY_AUTH_DB_URL") ?? DB_URL, {
+    max: 2,
+    onnotice: () => {},
+    connection: { application_name: "local-gateway-auth" },
+  });
   const cache = new SchemaCache(meta, config.schemas);
   try {
     await cache.reload();
     await cache.listen((err) => console.error("Schema cache reload failed:", err));
   } catch (err) {
-    await Promise.allSettled([sql.end({ timeout: 1 }), meta.end({ timeout: 1 })]);
+    await Promise.allSettled([
+      sql.end({ timeout: 1 }),
+      meta.end({ timeout: 1 }),
+      authSql.end({ timeout: 1 }),
+    ]);
     throw err;
   }
 
   const admission = new Admission(config.poolSize, config.maxQueue, config.queueTimeoutMs);
   const rest = new RestApi(config, { config, sql, cache, admission });
   const functions = new FunctionsHost(config);
+  let baseUrl = "";
+  const auth = new AuthApi(authSql, config.jwtSecret, () => baseUrl);
 
   const handler = async (req: Request): Promise<Response> => {
     const started = performance.now();
@@ -223,6 +238,28 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
         res = await functions.handle(req, url);
       } else if (url.pathname === "/rest/v1" || url.pathname.startsWith("/rest/v1/")) {
         res = withCors(await rest.handle(req, url, log));
+      } else if (url.pathname.startsWith("/auth/v1/")) {
+        const apikey = req.headers.get("apikey") ?? url.searchParams.get("apikey");
+        res = withCors(
+          req.method === "OPTIONS" ? preflight(req) : apikey === null
+            ? kongError(
+              401,
+              "No API key found in request",
+              "No `apikey` request header or url param was found.",
+            )
+            : !config.apiKeys.includes(apikey)
+            ? kongError(
+              401,
+              "Invalid API key",
+              "Double check your Supabase `anon` or `service_role` API key.",
+            )
+            : await auth.handle(req, url),
+        );
+        // GoTrue's own CORS exposes its API version header, which supabase-js reads.
+        res.headers.set(
+          "Access-Control-Expose-Headers",
+          "X-Total-Count, Link, X-Supabase-Api-Version",
+        );
       } else {
         res = withCors(kongError(404, "no Route matched with those values"));
       }
@@ -250,6 +287,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
   }, handler);
   const port = server.addr.port;
   const url = `http://${config.hostname}:${port}`;
+  baseUrl = url;
   setFunctionEnvDefaults(url);
 
   let closing: Promise<void> | null = null;
@@ -262,7 +300,11 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
         const left = await drainWaitUntil(config.waitUntilTimeoutMs);
         if (left) console.error(`Shutdown: ${left} EdgeRuntime.waitUntil() promises still pending`);
         await cache.close();
-        await Promise.allSettled([sql.end({ timeout: 5 }), meta.end({ timeout: 5 })]);
+        await Promise.allSettled([
+          sql.end({ timeout: 5 }),
+          meta.end({ timeout: 5 }),
+          authSql.end({ timeout: 5 }),
+        ]);
       })();
       return closing;
     },

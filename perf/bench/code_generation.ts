@@ -15,7 +15,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { DB_URL } from "../../local/cluster.ts";
-import { generateCode } from "../../functions/_shared/voucher_code.ts";
+import { generateCode } from "../../client/voucher_code.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -15,7 +15,7 @@
  * pgbench runs, and the ratio (a)/(c).
  *
  * Idempotency keys are made the way our clients make them
- * (`functions/_shared/idempotency_key.ts`: UUIDv7, time-ordered); one more pgbench
+ * (`client/idempotency_key.ts`: UUIDv7, time-ordered); one more pgbench
  * run, (a-v4), repeats (a) with random UUIDv4 keys to show what that choice costs.
  * Codes are redeemed in random order, as stations do, not in issue order (which
  * would put concurrent redeems on the same heap pages).
@@ -27,7 +27,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
-import { newIdempotencyKey } from "../../functions/_shared/idempotency_key.ts";
+import { newIdempotencyKey } from "../../client/idempotency_key.ts";
 import { quoteLiteral } from "../../functions/_shared/sql_literal.ts";
 
 const { values: args } = parseArgs({
