@@ -49,7 +49,7 @@ export const SQL_ERROR_CODES = [
   "invalid_idempotency_key",
   "invalid_item",
   "invalid_items",
-  "invalid_limit",
+  "invalid_page_size",
   "invalid_msisdn",
   "invalid_opt_out_source",
   "invalid_reason",

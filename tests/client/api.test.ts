@@ -27,7 +27,7 @@ import {
   sqlErrorCodes,
   superuser,
 } from "../_support.ts";
-import { serveGateway } from "../../local/gateway/main.ts";
+import { serveGateway } from "../../local/gateway/mod.ts";
 
 function apiFor(jwt: string, url = API_URL): VoucherApi {
   return new VoucherApi(createApiClient(url, ANON_KEY, { accessToken: jwt }));

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import { ANON_KEY } from "../../local/env.ts";
 import { DEMO_USERS } from "../../local/stack.ts";
-import { serveGateway } from "../../local/gateway/main.ts";
+import { serveGateway } from "../../local/gateway/mod.ts";
 
 Deno.test("auth stand-in: password sign-in, user, refresh and sign-out as supabase-js calls them", async () => {
   const gw = await serveGateway({ port: 0, log: false });
