@@ -1,11 +1,15 @@
 /**
  * The project-owned PostgreSQL 15 cluster under `.local/pgdata` (port 54322).
  *
- * It stands in for Supabase's Postgres: the same extensions (pg_cron, pgTAP,
- * plpgsql_check, pg_stat_statements, pgcrypto), the platform roles and `auth.*`
- * helpers from `sql/supabase_platform.sql`, and migrations applied with the real
- * Supabase CLI (`supabase migration up --db-url`), so its ledger table is the
- * one production uses.
+ * It stands in for Supabase's Postgres, privileges included: the cluster is
+ * created by a bootstrap superuser, `supabase_admin` (as on Supabase), which
+ * applies `sql/supabase_platform.sql` — the platform roles with Supabase's
+ * attributes (`postgres` is NOSUPERUSER BYPASSRLS CREATEROLE CREATEDB
+ * REPLICATION), the extensions (pg_cron, pgTAP, plpgsql_check,
+ * pg_stat_statements, pgcrypto), `auth.*` helpers and stand-ins for pg_net and
+ * Vault. Migrations are then applied as `postgres` with the real Supabase CLI
+ * (`supabase migration up --db-url`), so a privilege error surfaces here as it
+ * would on `supabase db push`, and the ledger table is the one production uses.
  *
  * Postgres refuses to run as root, so when we are root every server command runs
  * as the `postgres` OS user that Debian's package creates.
@@ -19,8 +23,17 @@ export const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/,
 export const LOCAL_DIR = join(ROOT, ".local");
 export const PG_PORT = Number(Deno.env.get("PGPORT_LOCAL") ?? 54322);
 export const PG_BIN = "/usr/lib/postgresql/15/bin";
-/** Superuser URL (Supabase local uses postgres/postgres too). */
+/**
+ * The `postgres` role, as on Supabase: it applies the migrations, owns `app` and
+ * `api`, and is not a superuser (it has BYPASSRLS). Tests and tools use it.
+ */
 export const DB_URL = `postgresql://postgres:postgres@127.0.0.1:${PG_PORT}/postgres`;
+/**
+ * The bootstrap superuser (Supabase's `supabase_admin`): the platform bootstrap,
+ * and the few tools that need a superuser (loading auto_explain, CHECKPOINT in
+ * benchmarks). Never what the application or its migrations run as.
+ */
+export const SUPERUSER_URL = `postgresql://supabase_admin:postgres@127.0.0.1:${PG_PORT}/postgres`;
 /**
  * DB_URL for the Supabase CLI, which insists on TLS for any port but 54322 unless
  * told otherwise; the local server speaks plain TCP on loopback.
@@ -216,7 +229,7 @@ async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
     "-D",
     dataDir,
     "-U",
-    "postgres",
+    "supabase_admin",
     "--pwfile",
     pwfile,
     "--auth-local=trust",
@@ -262,8 +275,14 @@ async function startServer({ dataDir, logFile }: ServerPaths): Promise<void> {
   ], { asPostgres: true, quiet: true });
 }
 
-/** psql against the local cluster as the superuser; stops on the first error. */
-export async function psql(args: string[], quiet = true): Promise<string> {
+/**
+ * psql against the local cluster as `postgres` (or, with `superuser`, as the
+ * bootstrap superuser); stops on the first error.
+ */
+export async function psql(
+  args: string[],
+  opts: { quiet?: boolean; superuser?: boolean } = {},
+): Promise<string> {
   return await run([
     "psql",
     "-X",
@@ -271,9 +290,35 @@ export async function psql(args: string[], quiet = true): Promise<string> {
     "ON_ERROR_STOP=1",
     "-q",
     "-d",
-    DB_URL,
+    opts.superuser ? SUPERUSER_URL : DB_URL,
     ...args,
-  ], { quiet });
+  ], { quiet: opts.quiet ?? true });
+}
+
+/**
+ * Throws when the cluster was created before the bootstrap superuser existed
+ * (by an older checkout, with `postgres` as its superuser): its `postgres`
+ * cannot be demoted, so it must be recreated.
+ */
+async function assertHostedPrivileges(): Promise<void> {
+  const out = await new Deno.Command("psql", {
+    args: [
+      "-X",
+      "-At",
+      "-d",
+      SUPERUSER_URL,
+      "-c",
+      "select rolsuper from pg_roles where rolname = current_user",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success || new TextDecoder().decode(out.stdout).trim() !== "t") {
+    throw new Error(
+      "The local cluster predates hosted privileges (its superuser is not supabase_admin). " +
+        "Recreate it with `npx deno task reset` (this deletes the local database).",
+    );
+  }
 }
 
 /** The Supabase CLI from node_modules (pinned in package.json). */
@@ -294,7 +339,8 @@ export async function up(): Promise<void> {
   const p = await prepareDirectories();
   if (!(await isInitialised())) await initdb(p);
   await startServer(p);
-  await psql(["-f", join(ROOT, "sql", "supabase_platform.sql")]);
+  await assertHostedPrivileges();
+  await psql(["-f", join(ROOT, "sql", "supabase_platform.sql")], { superuser: true });
   await migrate();
 }
 

@@ -8,9 +8,9 @@
  * @module
  */
 import { SignJWT } from "jose";
-import { AUTHENTICATOR_URL, DB_URL, PG_PORT } from "./cluster.ts";
+import { AUTHENTICATOR_URL, DB_URL, PG_PORT, SUPERUSER_URL } from "./cluster.ts";
 
-export { AUTHENTICATOR_URL, DB_URL, PG_PORT };
+export { AUTHENTICATOR_URL, DB_URL, PG_PORT, SUPERUSER_URL };
 
 export const GATEWAY_PORT = Number(Deno.env.get("GATEWAY_PORT") ?? 54321);
 export const FAKE_WABA_PORT = Number(Deno.env.get("FAKE_WABA_PORT") ?? 54330);

@@ -6,7 +6,7 @@
  * from `local/env.ts`, so `PGPORT_LOCAL` / `GATEWAY_PORT` / `FAKE_WABA_PORT`
  * move them.
  *
- * - Connections: {@link superuser} (fixtures and assertions on `app.*`) and
+ * - Connections: {@link ownerDb} (fixtures and assertions on `app.*`) and
  *   {@link apiClient} (supabase-js pointed at the gateway exactly as the apps
  *   configure it).
  * - {@link openStack} checks the stack is up and snapshots the fake's config;
@@ -52,8 +52,8 @@ import type { RunSummary } from "../functions/dispatch/handler.ts";
 export { DB_URL, FAKE_WABA_URL };
 export type { RunSummary };
 
-/** A superuser connection for fixtures and assertions; close it with `await sql.end()`. */
-export function superuser(max = 4): postgres.Sql {
+/** A connection as `postgres`, the owner of `app` and `api` (not a superuser, as on Supabase; BYPASSRLS), for fixtures and assertions; close it with `await sql.end()`. */
+export function ownerDb(max = 4): postgres.Sql {
   return postgres(DB_URL, { max, onnotice: () => {} });
 }
 
@@ -176,7 +176,7 @@ export async function openStack(
   }
   const original = (await http(`${FAKE_WABA_URL}/_fake/config`))
     .json as FakeWabaConfig;
-  const sql = superuser(4);
+  const sql = ownerDb(4);
   const api = apiClient(SERVICE_ROLE_KEY);
   return {
     functionsUrl,

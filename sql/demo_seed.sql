@@ -37,9 +37,7 @@ on conflict (code) do nothing;
 
 -- Passwords for the gateway's local Supabase Auth stand-in (local/gateway/_auth.ts),
 -- so the station PWA signs in with supabase.auth.signInWithPassword as on hosted
--- Supabase, whose auth.users already has encrypted_password (bcrypt, as crypt()
--- makes it). The local platform bootstrap's auth.users has no such column.
-alter table auth.users add column if not exists encrypted_password text;
+-- Supabase (bcrypt in auth.users.encrypted_password, as crypt() makes it).
 
 update auth.users
 set encrypted_password = extensions.crypt(

@@ -1,13 +1,22 @@
--- Supabase platform bootstrap for the LOCAL cluster only.
+-- Supabase platform bootstrap for the LOCAL cluster only, applied by the
+-- cluster's bootstrap superuser `supabase_admin` (as on Supabase, where
+-- `supabase_admin` owns the platform and `postgres` is demoted).
 --
 -- On Supabase all of this already exists; here it mirrors Supabase's own
--- definitions (supabase/postgres `roles.sql`, `auth` schema, extension layout)
--- so migrations and tests behave the same locally and in production.
+-- definitions (supabase/postgres: migrations/db/init-scripts/00000000000000-
+-- initial-schema.sql, migrations/db/migrations/10000000000000_demote-postgres.sql,
+-- ansible/files/postgresql_extension_custom_scripts/pg_cron/after-create.sql)
+-- so that migrations and tests run with hosted privileges: `postgres` applies the
+-- migrations and owns app/api, and is NOSUPERUSER BYPASSRLS, so a privilege
+-- error surfaces here as it would on Supabase.
 -- Idempotent: `deno task start` applies it on every start.
 
 -- Platform roles, with Supabase's attributes ---------------------------------
 do $$
 begin
+  if not exists (select from pg_roles where rolname = 'postgres') then
+    create role postgres login password 'postgres';
+  end if;
   if not exists (select from pg_roles where rolname = 'anon') then
     create role anon nologin noinherit;
   end if;
@@ -20,14 +29,18 @@ begin
   if not exists (select from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit password 'postgres';
   end if;
-  if not exists (select from pg_roles where rolname = 'supabase_admin') then
-    create role supabase_admin login superuser createdb createrole replication bypassrls;
-  end if;
 end
 $$;
 
+-- Supabase's demoted postgres: what `supabase db push` and the dashboard run as.
+alter role postgres nosuperuser createdb createrole login replication bypassrls;
+
 grant anon, authenticated, service_role to authenticator;
 grant anon, authenticated, service_role to postgres;
+grant all on database postgres to postgres;
+-- Statistics views (pg_stat_statements of every role) and backend signalling,
+-- which the dashboard's postgres may use on Supabase.
+grant pg_read_all_stats, pg_signal_backend to postgres;
 
 -- Supabase's per-role statement timeouts.
 alter role anon set statement_timeout = '3s';
@@ -36,13 +49,28 @@ alter role authenticator set statement_timeout = '8s';
 alter role authenticator set lock_timeout = '8s';
 alter role postgres set search_path = "$user", public, extensions;
 
--- Extensions live in their own schema, as on Supabase ------------------------
+-- Extensions live in their own schema, as on Supabase. On Supabase, supautils
+-- lets `postgres` create its allow-listed extensions as if it were a superuser;
+-- here the bootstrap creates the ones the migrations and tests use, so the
+-- migrations' `create extension if not exists` finds them in place.
 create schema if not exists extensions;
-grant usage on schema extensions to postgres, anon, authenticated, service_role;
+grant all on schema extensions to postgres;
+grant usage on schema extensions to anon, authenticated, service_role;
 create extension if not exists pgcrypto with schema extensions;
 create extension if not exists pg_stat_statements with schema extensions;
 create extension if not exists pgtap with schema extensions;
 create extension if not exists plpgsql_check with schema extensions;
+create extension if not exists pg_cron with schema pg_catalog;
+grant execute on all functions in schema extensions to postgres;
+
+-- pg_cron's grants to postgres, as Supabase's after-create script makes them:
+-- schedule jobs, read and purge the run history, read cron.job.
+grant usage on schema cron to postgres with grant option;
+grant all on all functions in schema cron to postgres with grant option;
+grant all privileges on all tables in schema cron to postgres with grant option;
+grant all privileges on all sequences in schema cron to postgres with grant option;
+revoke all on table cron.job from postgres;
+grant select on table cron.job to postgres with grant option;
 
 -- auth: a minimal users table and Supabase's claim helpers --------------------
 create schema if not exists auth;
@@ -53,6 +81,8 @@ create table if not exists auth.users (
   email text unique,
   phone text unique,
   role text default 'authenticated',
+  -- bcrypt, as Supabase Auth stores it (the local Auth stand-in checks it).
+  encrypted_password text,
   raw_app_meta_data jsonb default '{}'::jsonb,
   raw_user_meta_data jsonb default '{}'::jsonb,
   created_at timestamptz default now(),
@@ -97,6 +127,11 @@ $$;
 
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
   to anon, authenticated, service_role;
+
+-- Supabase grants postgres everything in auth (demote-postgres migration).
+grant all on schema auth to postgres;
+grant all on all tables in schema auth to postgres;
+grant all on all routines in schema auth to postgres;
 
 -- Supabase's `public` schema grants; nothing of ours lives there.
 grant usage on schema public to anon, authenticated, service_role;

@@ -1,16 +1,16 @@
 /**
  * Fixtures for Deno tests that run against the local stack (`deno task start`):
  * staff accounts with their JWTs and a campaign, created directly in SQL. The
- * connections (a superuser, supabase-js clients pointed at the gateway) come
+ * connections (a ownerDb, supabase-js clients pointed at the gateway) come
  * from `local/harness.ts`, shared with the benchmarks.
  *
  * @module
  */
 import type postgres from "postgres";
 import { ANON_KEY, API_URL, DB_URL, mintJwt, SERVICE_ROLE_KEY } from "../local/env.ts";
-import { type ApiClient, apiClient, superuser } from "../local/harness.ts";
+import { type ApiClient, apiClient, ownerDb } from "../local/harness.ts";
 
-export { ANON_KEY, API_URL, DB_URL, SERVICE_ROLE_KEY, superuser };
+export { ANON_KEY, API_URL, DB_URL, ownerDb, SERVICE_ROLE_KEY };
 
 /** A supabase-js client that sends `jwt` (or only the anon key) to the local gateway. */
 export const client: (jwt?: string) => ApiClient = apiClient;

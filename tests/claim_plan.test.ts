@@ -19,7 +19,7 @@
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { DB_URL } from "./_support.ts";
+import { SUPERUSER_URL } from "../local/env.ts";
 
 const CHANNEL = "00000000-0000-4000-8000-00000000c1a1";
 const MESSAGES = 100_000;
@@ -37,7 +37,8 @@ function candidatesPlan(plan: string): string {
 
 Deno.test("app.claim_channel_messages plans an ordered index scan and index probes at realistic size, whatever the statistics", async () => {
   const notices: string[] = [];
-  const sql = postgres(DB_URL, { max: 1, onnotice: (n) => notices.push(n.message) });
+  // auto_explain is loaded per session, which takes a superuser.
+  const sql = postgres(SUPERUSER_URL, { max: 1, onnotice: (n) => notices.push(n.message) });
   const plans: Record<string, string> = {};
   try {
     await sql.begin(async (tx) => {

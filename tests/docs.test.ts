@@ -8,7 +8,7 @@
  * table under `## Error codes` whose first cell is the code in backticks.
  */
 import assert from "node:assert/strict";
-import { sqlErrorCodes, superuser } from "./_support.ts";
+import { ownerDb, sqlErrorCodes } from "./_support.ts";
 
 const DOC_PATH = new URL("../docs/api.md", import.meta.url);
 const doc = await Deno.readTextFile(DOC_PATH);
@@ -55,7 +55,7 @@ function documentedErrorCodes(markdown: string): Set<string> {
 
 /** The functions of schema `api` with their input arguments, from the catalog. */
 async function apiFunctions(): Promise<Map<string, { name: string; optional: boolean }[]>> {
-  const sql = superuser(1);
+  const sql = ownerDb(1);
   try {
     const rows = await sql`
       select p.proname as name,
@@ -86,7 +86,7 @@ async function apiFunctions(): Promise<Map<string, { name: string; optional: boo
 }
 
 Deno.test("docs/api.md has a row for every error code the SQL can raise", async () => {
-  const sql = superuser(1);
+  const sql = ownerDb(1);
   let raised: Set<string>;
   try {
     raised = await sqlErrorCodes(sql);

@@ -3,10 +3,10 @@
  * same time execute it exactly once, and the loser gets the winner's response.
  */
 import assert from "node:assert/strict";
-import { createWorld, superuser } from "./_support.ts";
+import { createWorld, ownerDb } from "./_support.ts";
 
 Deno.test("a key used concurrently by two sessions executes exactly once", async () => {
-  const sql = superuser(4);
+  const sql = ownerDb(4);
   try {
     const world = await createWorld(sql);
     const key = crypto.randomUUID();
@@ -40,7 +40,7 @@ class AttemptDied extends Error {
 }
 
 Deno.test("a key whose first use rolled back can be used again", async () => {
-  const sql = superuser(2);
+  const sql = ownerDb(2);
   try {
     const world = await createWorld(sql);
     const key = crypto.randomUUID();

@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { client, createWorld, issueCodes, superuser } from "./_support.ts";
+import { client, createWorld, issueCodes, ownerDb } from "./_support.ts";
 
 const CLIENTS = 32;
 const ROUNDS = 3;
 
 Deno.test("32 concurrent clients redeeming the same codes redeem each exactly once", async () => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const codes = await issueCodes(world, 8);
@@ -56,7 +56,7 @@ Deno.test("32 concurrent clients redeeming the same codes redeem each exactly on
 });
 
 Deno.test("an offline queue flushed three times at once gives identical results and no duplicates", async () => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const codes = await issueCodes(world, 40);
@@ -133,7 +133,7 @@ async function raceAgainstHeldKey(
 }
 
 Deno.test("one key used at the same moment for two vouchers redeems only the first", async () => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const [first, second] = await issueCodes(world, 2);
@@ -160,7 +160,7 @@ Deno.test("one key used at the same moment for two vouchers redeems only the fir
 });
 
 Deno.test("a flush racing another request's key is refused whole, and its retry answers per item", async () => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const [held, reused, other] = await issueCodes(world, 3);

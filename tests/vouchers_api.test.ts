@@ -3,10 +3,10 @@
  * and each error as the admin app and the station PWA see it (HTTP status + code).
  */
 import assert from "node:assert/strict";
-import { client, createWorld, superuser } from "./_support.ts";
+import { client, createWorld, ownerDb } from "./_support.ts";
 
 Deno.test("vouchers API: issue, preview, list and void as the apps call them", async (t) => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const admin = client(world.admin.jwt);

@@ -6,7 +6,7 @@
  * Environment: `GATEWAY_PORT`, `GATEWAY_DB_URL` (default: the `authenticator`
  * role), `JWT_SECRET`, `GATEWAY_POOL_SIZE` (8), `GATEWAY_MAX_QUEUE` (pool × 16),
  * `GATEWAY_QUEUE_TIMEOUT_MS` (2000), `GATEWAY_CONFIG` (supabase/config.toml),
- * `GATEWAY_AUTH_DB_URL` (the auth stand-in's connection; default the superuser),
+ * `GATEWAY_AUTH_DB_URL` (the auth stand-in's connection; default `postgres`, which has Supabase's grants on auth),
  * `GATEWAY_LOG=1` for one JSON line per request.
  *
  * To start a gateway from code (tests), import `serveGateway` from `mod.ts`.

@@ -201,7 +201,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
     onnotice: () => {},
     connection: { application_name: "local-gateway-schema-cache" },
   });
-  // Supabase Auth reads auth.users with its own privileged role; locally, the superuser.
+  // Supabase Auth reads auth.users with its own privileged role; locally, `postgres`, which has Supabase's grants on auth.
   const authSql = postgres(Deno.env.get("GATEWAY_AUTH_DB_URL") ?? DB_URL, {
     max: 2,
     onnotice: () => {},

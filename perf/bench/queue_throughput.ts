@@ -40,7 +40,7 @@
  * @module
  */
 import postgres from "postgres";
-import { DB_URL } from "../../local/cluster.ts";
+import { DB_URL, SUPERUSER_URL } from "../../local/cluster.ts";
 import { sqlValue } from "../../functions/_shared/db.ts";
 import { reportMessageResults } from "../../functions/_shared/rpc.ts";
 
@@ -515,7 +515,8 @@ function printTable(): void {
 }
 
 async function main(): Promise<void> {
-  const admin = postgres(DB_URL, { max: 2, onnotice: () => {} });
+  // Teardown skips referential checks (session_replication_role), which takes a superuser.
+  const admin = postgres(SUPERUSER_URL, { max: 2, onnotice: () => {} });
   try {
     // Start from nothing: schemas an interrupted run may have left.
     await admin`drop schema if exists pgboss cascade`;

@@ -26,7 +26,7 @@
  */
 import postgres from "postgres";
 import { parseArgs } from "node:util";
-import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
+import { ANON_KEY, API_URL, DB_URL, mintJwt, SUPERUSER_URL } from "../../local/env.ts";
 import { newIdempotencyKey } from "../../client/idempotency_key.ts";
 import { quoteLiteral } from "../../functions/_shared/sql_literal.ts";
 
@@ -70,6 +70,8 @@ function line(
 }
 
 const sql = postgres(DB_URL, { max: CONNECTIONS + 2, onnotice: () => {} });
+// CHECKPOINT (so every run starts from the same full-page-image state) takes a superuser.
+const superuser = postgres(SUPERUSER_URL, { max: 1, onnotice: () => {} });
 
 /** A station, an operator and `n` fresh vouchers to redeem. */
 async function fixtures(n: number) {
@@ -226,7 +228,7 @@ async function updateFloor() {
   await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
   await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
   await sql`vacuum analyze public.bench_update_floor`;
-  await sql`checkpoint`;
+  await superuser`checkpoint`;
   try {
     return await pgbench(
       "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
@@ -259,7 +261,7 @@ async function redeemPgbench(
   await sql`alter sequence public.bench_redeem_seq restart`;
   await sql`grant select on public.bench_redeem_codes to authenticated`;
   await sql`grant usage on sequence public.bench_redeem_seq to authenticated`;
-  await sql`checkpoint`;
+  await superuser`checkpoint`;
   const claims = JSON.stringify({ sub: userId, role: "authenticated" });
   try {
     return await pgbench(
@@ -332,7 +334,7 @@ try {
   const voucherWriteRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const directRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const gatewayRun = await fixtures(RATE * RATE_SECONDS);
-  await sql`checkpoint`;
+  await superuser`checkpoint`;
 
   console.log(
     `redeem benchmark: ${CONNECTIONS} connections, ${SECONDS} s each for (a) and (c), gateway ${RATE}/s for ${RATE_SECONDS} s`,
@@ -399,4 +401,5 @@ try {
   );
 } finally {
   await sql.end();
+  await superuser.end();
 }

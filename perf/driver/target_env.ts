@@ -8,7 +8,7 @@
  * | `PERF_BASE_URL` | project URL (`https://<ref>.supabase.co`) | `http://127.0.0.1:54321` |
  * | `PERF_ANON_KEY` | the project's anon key (`apikey` header) | Supabase local's |
  * | `PERF_JWT_SECRET` | the project's JWT secret (the seed mints staff tokens with it) | Supabase local's |
- * | `PERF_DB_URL` | Postgres URL with rights on `app`/`auth` (seed, telemetry, EXPLAIN) | local superuser |
+ * | `PERF_DB_URL` | Postgres URL with rights on `app`/`auth` (seed, telemetry, EXPLAIN) | local `postgres` |
  * | `PERF_SUMMARY` | path of the seed summary | `perf/fixtures/generated/perf_seed_summary.json` |
  *
  * @module

@@ -5,7 +5,7 @@
  * operators), 50 stations, 2 campaigns (an open one for preview/redeem/issuance
  * and a WhatsApp one), 170 vouchers, 10k targets. `--scale 1m` grows it to 1M
  * vouchers and 100k targets. Rows are written with set-based SQL over a
- * Postgres connection (`PERF_DB_URL`, default the local superuser), shaped
+ * Postgres connection (`PERF_DB_URL`, default the local `postgres`), shaped
  * exactly as the RPCs write them (same columns, statuses, redemption records),
  * with identities derived from the seed (see `_deterministic.ts`): re-running
  * inserts nothing new, growing a scale only adds rows.

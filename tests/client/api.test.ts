@@ -19,14 +19,7 @@ import {
   TRANSPORT_ERROR_CODES,
   VoucherApi,
 } from "../../client/mod.ts";
-import {
-  ANON_KEY,
-  API_URL,
-  createWorld,
-  issueCodes,
-  sqlErrorCodes,
-  superuser,
-} from "../_support.ts";
+import { ANON_KEY, API_URL, createWorld, issueCodes, ownerDb, sqlErrorCodes } from "../_support.ts";
 import { serveGateway } from "../../local/gateway/mod.ts";
 
 function apiFor(jwt: string, url = API_URL): VoucherApi {
@@ -34,7 +27,7 @@ function apiFor(jwt: string, url = API_URL): VoucherApi {
 }
 
 Deno.test("ErrorCode lists exactly the codes the live SQL raises, plus the transport codes", async () => {
-  const sql = superuser(1);
+  const sql = ownerDb(1);
   try {
     const live = await sqlErrorCodes(sql);
     const ours = new Set<string>(SQL_ERROR_CODES);
@@ -58,7 +51,7 @@ Deno.test("ErrorCode lists exactly the codes the live SQL raises, plus the trans
 });
 
 Deno.test("VoucherApi: station and admin calls resolve with the RPC's JSON or throw ApiError", async (t) => {
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const admin = apiFor(world.admin.jwt);
@@ -157,7 +150,7 @@ Deno.test("a 503 from the saturated gateway carries Retry-After into ApiError.re
     queueTimeoutMs: 200,
     log: false,
   });
-  const sql = superuser();
+  const sql = ownerDb();
   try {
     const world = await createWorld(sql);
     const api = apiFor(world.operator.jwt, gw.url);
@@ -179,7 +172,7 @@ Deno.test("a 503 from the saturated gateway carries Retry-After into ApiError.re
 });
 
 Deno.test("RedeemQueue over the real API: 20 offline redeems drain into exactly 20 redemptions", async () => {
-  const sql = superuser();
+  const sql = ownerDb();
   let online = false;
   const world = await createWorld(sql);
   const q = new RedeemQueue({

@@ -1,9 +1,10 @@
 -- The local Supabase platform bootstrap (sql/supabase_platform.sql) mirrors
--- Supabase: the API roles and their attributes, per-role statement timeouts,
+-- Supabase: the API roles and their attributes, the demoted `postgres` that
+-- applies migrations and runs these tests, per-role statement timeouts,
 -- auth.uid()/auth.role()/auth.jwt() reading PostgREST's request.jwt.claims, and
 -- extensions living in their own schema. Migrations and the gateway rely on it.
 begin;
-select plan(32);
+select plan(46);
 
 -- Roles --------------------------------------------------------------------------
 select has_role('anon', 'The anon role exists');
@@ -42,6 +43,37 @@ select isnt_superuser('service_role', 'service_role is not a superuser');
 select is_member_of('anon', array['authenticator'], 'authenticator can switch to anon');
 select is_member_of('authenticated', array['authenticator'], 'authenticator can switch to authenticated');
 select is_member_of('service_role', array['authenticator'], 'authenticator can switch to service_role');
+
+-- postgres, as Supabase demotes it (supabase/postgres: 10000000000000_demote-postgres.sql)
+select isnt_superuser('postgres', 'postgres is not a superuser, as on Supabase');
+select results_eq(
+  $$select rolcanlogin, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls
+    from pg_roles where rolname = 'postgres'$$,
+  $$values (true, true, true, true, true)$$,
+  'postgres has Supabase''s attributes: LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS');
+select is(current_user::text, 'postgres', 'These tests run as postgres, with hosted privileges');
+select is_superuser('supabase_admin', 'The cluster belongs to a separate bootstrap superuser, supabase_admin');
+select is(
+  (select r.rolname::text from pg_database d join pg_roles r on r.oid = d.datdba where d.datname = current_database()),
+  'supabase_admin', 'The database is owned by supabase_admin, not by postgres');
+select is(
+  (select array_agg(distinct r.rolname::text) from pg_namespace n join pg_roles r on r.oid = n.nspowner
+   where n.nspname in ('app', 'api')),
+  array['postgres'], 'postgres, which applied the migrations, owns app and api');
+select is(
+  (select array_agg(distinct r.rolname::text) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+   join pg_roles r on r.oid = p.proowner where n.nspname = 'api'),
+  array['postgres'], 'so every security definer RPC runs as postgres, not as a superuser');
+select is_member_of('anon', array['postgres'], 'postgres can switch to anon');
+select is_member_of('service_role', array['postgres'], 'postgres can switch to service_role');
+select ok(has_table_privilege('postgres', 'auth.users', 'select, insert, update, delete'),
+  'postgres has Supabase''s grants on auth.users');
+select ok(has_table_privilege('postgres', 'cron.job_run_details', 'delete'),
+  'postgres may purge pg_cron''s run history, as on Supabase');
+select ok(not has_table_privilege('postgres', 'cron.job', 'update'),
+  'postgres reads cron.job but changes jobs only through cron.schedule, as on Supabase');
+select throws_ok($$create extension pg_walinspect$$, '42501', null,
+  'postgres cannot install an untrusted extension itself: a privilege error surfaces here as on Supabase');
 
 -- Statement timeouts, as on Supabase (applied by PostgREST on role switch) --------
 select ok(
@@ -94,13 +126,17 @@ select is(
   array['pg_stat_statements', 'pgcrypto', 'pgtap', 'plpgsql_check'],
   'pgcrypto, pg_stat_statements, pgTAP and plpgsql_check are installed in schema extensions'
 );
+select is(
+  (select extnamespace::regnamespace::text from pg_extension where extname = 'pg_cron'), 'pg_catalog',
+  'pg_cron is installed in pg_catalog, as Supabase does'
+);
 select schema_privs_are('extensions', 'anon', array['USAGE'],
   'anon can use (not create in) schema extensions');
 select schema_privs_are('extensions', 'authenticated', array['USAGE'],
   'authenticated can use (not create in) schema extensions');
 select ok(
-  current_setting('shared_preload_libraries') ~ '\mpg_cron\M',
-  'pg_cron is preloaded, as on Supabase'
+  exists (select from pg_stat_activity where backend_type = 'pg_cron launcher'),
+  'pg_cron is preloaded and its scheduler runs, as on Supabase'
 );
 
 select * from finish();

@@ -1,6 +1,6 @@
 /**
  * Shared setup of the gateway tests: a throwaway set of `api.gw_test_*`
- * functions created with the superuser URL (and dropped afterwards), a gateway
+ * functions created as `postgres` (and dropped afterwards), a gateway
  * started on a spare port against the fixture config, and supabase-js clients.
  *
  * @module
@@ -16,7 +16,7 @@ export const FIXTURE_CONFIG = fileURLToPath(
   new URL("./fixtures/supabase/config.toml", import.meta.url),
 );
 
-/** Opens a superuser connection, runs `fn`, closes it. */
+/** Opens a connection as `postgres` (the owner of app and api), runs `fn`, closes it. */
 export async function withSuperuser<T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   try {
@@ -26,7 +26,7 @@ export async function withSuperuser<T>(fn: (sql: postgres.Sql) => Promise<T>): P
   }
 }
 
-/** Runs a SQL script (several statements) as the superuser. */
+/** Runs a SQL script (several statements) as `postgres`. */
 export async function runSql(script: string): Promise<void> {
   await withSuperuser((sql) => sql.unsafe(script).then(() => undefined));
 }

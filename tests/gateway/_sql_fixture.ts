@@ -1,6 +1,6 @@
 /**
  * Throwaway `api.gw_test_*` functions for the gateway contract tests. Created
- * with the superuser URL before the gateway starts and dropped afterwards; never
+ * as `postgres` (the owner of `api`) before the gateway starts and dropped afterwards; never
  * a migration.
  *
  * @module

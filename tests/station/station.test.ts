@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { createWorld, issueCodes, superuser, type World } from "../_support.ts";
+import { createWorld, issueCodes, ownerDb, type World } from "../_support.ts";
 import {
   load,
   openStation,
@@ -41,11 +41,11 @@ async function redemptions(sql: postgres.Sql, codes: string[]): Promise<number> 
   return n;
 }
 
-/** Runs `fn` with a fresh browser, gateway and station server, and a superuser connection. */
+/** Runs `fn` with a fresh browser, gateway and station server, and a connection as `postgres`. */
 async function withStation(
   fn: (h: StationHarness, sql: postgres.Sql) => Promise<void>,
 ): Promise<void> {
-  const sql = superuser();
+  const sql = ownerDb();
   const h = await openStation();
   try {
     await fn(h, sql);
@@ -169,7 +169,7 @@ Deno.test({
       await waitQueued(page, 10);
 
       // Hold one voucher's row lock so the flush is stuck inside the database …
-      const blocker = superuser(1);
+      const blocker = ownerDb(1);
       let release!: () => void;
       const released = new Promise<void>((r) => release = r);
       const holding = blocker.begin(async (tx) => {
