@@ -1,8 +1,11 @@
 /**
  * The whole local stack, as `supabase start` would bring it up, without Docker:
  * Postgres (local/cluster.ts), the PostgREST-compatible gateway that also hosts
- * the Edge Functions, the fake WhatsApp Cloud API, and the dispatch ticker that
- * stands in for pg_cron + pg_net calling /functions/v1/dispatch.
+ * the Edge Functions (each in its own process), the pg_net worker that performs
+ * the requests pg_cron's dispatch tick queues (so the production schedule path
+ * runs locally: cron job → net.http_post → /functions/v1/dispatch), the fake
+ * WhatsApp Cloud API, the station PWA's server, and an optional faster dispatch
+ * ticker (local pg_cron 1.4 ticks once a minute; Supabase's every 10 s).
  *
  * `start` is idempotent and returns once every piece is healthy; services run
  * detached with their logs and pid files under `.local/`.
@@ -24,6 +27,7 @@ import {
 } from "./env.ts";
 import { STATION_URL } from "./station_server.ts";
 import { ensureChromium } from "./chromium.ts";
+import { denoConfigFlags, deployedFunctions } from "./deploy_layout.ts";
 
 const PID_DIR = join(cluster.LOCAL_DIR, "pids");
 const LOG_DIR = join(cluster.LOCAL_DIR, "logs");
@@ -55,6 +59,7 @@ export const SERVICES: Service[] = [
     script: "local/fake_waba/main.ts",
     healthUrl: `${FAKE_WABA_URL}/_fake/stats`,
   },
+  { name: "net-worker", script: "local/net_worker.ts" },
   { name: "dispatch-ticker", script: "local/dispatch_ticker.ts" },
   // The reference station PWA (static files + the browser bundle of client/).
   { name: "station", script: "local/station_server.ts", healthUrl: `${STATION_URL}/health` },
@@ -152,9 +157,39 @@ export async function start(opts: { quiet?: boolean } = {}): Promise<void> {
   await cluster.up();
   await ensureChromium(); // the station PWA's browser tests
   await cluster.psql(["-f", join(cluster.ROOT, "sql", "demo_seed.sql")]);
+  await storeVaultSecrets();
+  await cacheFunctions();
   for (const service of SERVICES) await startService(service);
   for (const service of SERVICES) await waitHealthy(service);
   if (!opts.quiet) await printBanner(performance.now() - t0);
+}
+
+/**
+ * The Vault secrets the dispatch tick reads (`app.invoke_dispatch`), as the
+ * deploy guide has an operator create them on Supabase: the project URL (here,
+ * the gateway's) and the service key.
+ */
+async function storeVaultSecrets(): Promise<void> {
+  await cluster.psql([
+    "-v",
+    `url=${API_URL}`,
+    "-v",
+    `key=${SERVICE_ROLE_KEY}`,
+    "-f",
+    join(cluster.ROOT, "sql", "local_vault_secrets.sql"),
+  ]);
+}
+
+/** Downloads each function's dependencies with only its own import map, as it deploys. */
+async function cacheFunctions(): Promise<void> {
+  for (const fn of await deployedFunctions()) {
+    await cluster.run(
+      [Deno.execPath(), "cache", "--quiet", ...denoConfigFlags(fn), fn.entrypoint],
+      {
+        quiet: true,
+      },
+    );
+  }
 }
 
 export async function stop(): Promise<void> {

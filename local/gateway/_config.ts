@@ -5,11 +5,12 @@
  *
  * @module
  */
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { ANON_KEY, AUTHENTICATOR_URL, GATEWAY_PORT, JWT_SECRET, SERVICE_ROLE_KEY } from "../env.ts";
 import { ROOT } from "../cluster.ts";
+import { type DeployedFunction, resolveFunction } from "../deploy_layout.ts";
 
 /** Options accepted by `serveGateway()`; every field is optional. */
 export interface GatewayOptions {
@@ -37,18 +38,14 @@ export interface GatewayOptions {
   anonRole?: string;
   /** One JSON line per request on stdout (default `GATEWAY_LOG=1`). */
   log?: boolean;
-  /** Longest wait for `EdgeRuntime.waitUntil()` promises at shutdown (default 5000 ms). */
+  /** Longest wait for a function's `EdgeRuntime.waitUntil()` work at shutdown (default 5000 ms). */
   waitUntilTimeoutMs?: number;
+  /** Environment every function process gets on top of the hosted `SUPABASE_*` variables (its secrets). */
+  functionSecrets?: Record<string, string>;
 }
 
-/** One `[functions.<name>]` entry of config.toml, resolved to absolute paths. */
-export interface FunctionConfig {
-  name: string;
-  /** Directory holding `index.ts` (deployable) and `handler.ts` (imported locally). */
-  dir: string;
-  verifyJwt: boolean;
-  enabled: boolean;
-}
+/** One `[functions.<name>]` entry of config.toml, resolved as the Supabase CLI resolves it. */
+export type FunctionConfig = DeployedFunction;
 
 /** Fully resolved configuration. */
 export interface GatewayConfig {
@@ -69,6 +66,7 @@ export interface GatewayConfig {
   /** Directory of config.toml; function entrypoints are relative to it. */
   configDir: string;
   functions: Map<string, FunctionConfig>;
+  functionSecrets: Record<string, string>;
 }
 
 /** Raised when config.toml or an environment variable holds an unusable value. */
@@ -77,9 +75,10 @@ export class GatewayConfigError extends Error {
 }
 
 const FunctionEntry = z.object({
-  enabled: z.boolean().default(true),
-  verify_jwt: z.boolean().default(true),
+  enabled: z.boolean().optional(),
+  verify_jwt: z.boolean().optional(),
   entrypoint: z.string().optional(),
+  import_map: z.string().optional(),
 });
 
 const ConfigToml = z.object({
@@ -90,6 +89,20 @@ const ConfigToml = z.object({
   }).default({ schemas: ["public"], extra_search_path: ["public", "extensions"] }),
   functions: z.record(z.string(), FunctionEntry).default({}),
 });
+
+/**
+ * The function secrets locally — what `supabase secrets set` gives every function
+ * on Supabase: the gateway's environment variables with these names or prefixes
+ * (the stack sets the WhatsApp ones; tests may set more).
+ */
+const FUNCTION_SECRETS =
+  /^(WABA_|DISPATCH_|DB_POOL_MAX$|LOG_LEVEL$|LOCAL_STACK$|EDGE_WAIT_UNTIL_MS$)/;
+
+function functionSecretsFromEnv(): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([name]) => FUNCTION_SECRETS.test(name)),
+  );
+}
 
 function envInt(name: string): number | undefined {
   const raw = Deno.env.get(name);
@@ -102,8 +115,8 @@ function envInt(name: string): number | undefined {
 }
 
 /**
- * Reads and validates config.toml, resolving each function's directory from its
- * `entrypoint` (relative to the file), or `../functions/<name>` when absent.
+ * Reads and validates config.toml, resolving each function's entrypoint and
+ * import map exactly as `supabase functions deploy` does (`local/deploy_layout.ts`).
  */
 export async function readConfigToml(path: string): Promise<{
   schemas: string[];
@@ -124,14 +137,7 @@ export async function readConfigToml(path: string): Promise<{
   const dir = dirname(path);
   const functions = new Map<string, FunctionConfig>();
   for (const [name, entry] of Object.entries(parsed.data.functions)) {
-    const entrypoint = entry.entrypoint ?? `../functions/${name}/index.ts`;
-    const abs = isAbsolute(entrypoint) ? entrypoint : resolve(dir, entrypoint);
-    functions.set(name, {
-      name,
-      dir: dirname(abs),
-      verifyJwt: entry.verify_jwt,
-      enabled: entry.enabled,
-    });
+    functions.set(name, resolveFunction(name, entry, dir));
   }
   return {
     schemas: parsed.data.api.schemas,
@@ -167,5 +173,6 @@ export async function resolveConfig(options: GatewayOptions = {}): Promise<Gatew
     waitUntilTimeoutMs: options.waitUntilTimeoutMs ?? 5000,
     configDir: dirname(configPath),
     functions: toml.functions,
+    functionSecrets: options.functionSecrets ?? functionSecretsFromEnv(),
   };
 }

@@ -1,65 +1,39 @@
 /**
- * `/functions/v1/<name>`: hosts each Edge Function in-process, standing in for
- * Supabase's Edge Runtime.
+ * `/functions/v1/<name>`: standing in for Supabase's Edge Runtime, each function
+ * runs from its own `index.ts` in its own Deno process, with only the import map
+ * `supabase functions deploy` would upload for it (`local/deploy_layout.ts`),
+ * the environment Supabase injects, and `local/edge_runtime.ts` preloaded
+ * (`EdgeRuntime.waitUntil`, WORKER_ERROR answers). What runs locally is what
+ * deploys: a function that only works through the repository's root `deno.json`
+ * fails to boot here as it would fail to bundle there.
  *
- * Convention: `functions/<name>/index.ts` is the deployable file (it calls
- * `Deno.serve(handler)`); next to it `handler.ts` exports
- * `handler(req: Request): Response | Promise<Response>`, which the gateway
- * imports lazily on the first call. As on Supabase:
- *
+ * As on Supabase:
  * - `verify_jwt` (config.toml, default true) requires `Authorization: Bearer
- *   <jwt>` signed with the project secret — 401 `{"msg":"Invalid JWT"}`
- *   otherwise; OPTIONS passes unchecked so functions answer their own CORS;
+ *   <jwt>` the platform accepts — 401 `{"msg":"Invalid JWT"}` otherwise; OPTIONS
+ *   passes unchecked so functions answer their own CORS;
  * - the function sees the path without the `/functions/v1` prefix
- *   (`/<name>/rest?query`), like behind Supabase's API gateway;
- * - an unknown function is 404 `{"code":"NOT_FOUND",…}`, a module that fails to
- *   load is 503 BOOT_ERROR, a handler that throws is 500 WORKER_ERROR;
- * - `EdgeRuntime.waitUntil(promise)` keeps background work alive: shutdown
- *   awaits pending promises (bounded).
+ *   (`/<name>/rest?query`);
+ * - an unknown function is 404 `{"code":"NOT_FOUND",…}`, one whose process
+ *   cannot start is 503 BOOT_ERROR, one whose handler throws answers 500
+ *   WORKER_ERROR (from the preload);
+ * - the environment: `SUPABASE_URL`, `SUPABASE_ANON_KEY`,
+ *   `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_DB_URL`, plus the function secrets.
+ *
+ * Processes start with the gateway (a request waits for its function to be
+ * ready), restart on the next request after a crash, and get SIGTERM at
+ * shutdown, when the preload lets their `waitUntil` work finish (bounded).
  *
  * @module
  */
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { jwtVerify } from "jose";
+import { denoConfigFlags } from "../deploy_layout.ts";
+import { ANON_KEY, DB_URL, SERVICE_ROLE_KEY } from "../env.ts";
 import type { FunctionConfig, GatewayConfig } from "./_config.ts";
 
-/** The export every `functions/<name>/handler.ts` provides. */
-export type FunctionHandler = (req: Request) => Response | Promise<Response>;
-
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
-
-/** Promises handed to `EdgeRuntime.waitUntil()`, shared by every gateway in the process. */
-const pending = new Set<Promise<unknown>>();
-
-interface EdgeRuntimeLike {
-  waitUntil(promise: Promise<unknown>): void;
-}
-
-/** Installs `globalThis.EdgeRuntime.waitUntil` unless a real Edge Runtime provides it. */
-export function installEdgeRuntime(): void {
-  const g = globalThis as { EdgeRuntime?: EdgeRuntimeLike };
-  if (g.EdgeRuntime) return;
-  g.EdgeRuntime = {
-    waitUntil(promise: Promise<unknown>): void {
-      const tracked = Promise.resolve(promise)
-        .catch((err) => console.error("EdgeRuntime.waitUntil() promise rejected:", err))
-        .finally(() => pending.delete(tracked));
-      pending.add(tracked);
-    },
-  };
-}
-
-/** Waits for `waitUntil` promises, at most `timeoutMs`; returns how many were still pending. */
-export async function drainWaitUntil(timeoutMs: number): Promise<number> {
-  if (pending.size === 0) return 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<void>((r) => timer = setTimeout(r, timeoutMs));
-  await Promise.race([Promise.allSettled([...pending]), timeout]);
-  clearTimeout(timer);
-  return pending.size;
-}
+const PRELOAD = fileURLToPath(new URL("../edge_runtime.ts", import.meta.url));
+const BOOT_TIMEOUT_MS = 60_000;
 
 function json(body: unknown, status: number): Response {
   return new Response(JSON.stringify(body), {
@@ -68,61 +42,150 @@ function json(body: unknown, status: number): Response {
   });
 }
 
-/** Raised when `handler.ts` cannot be imported or exports no `handler` function. */
+/** Raised when a function's process exits, or never listens, before it is ready. */
 export class FunctionBootError extends Error {
   override name = "FunctionBootError";
 }
 
-/** Routes `/functions/v1/*` to the functions' handlers. */
+/** A free TCP port on loopback (closed again at once; the child binds it next). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function listening(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One function's process: started on demand, restarted after it exits. */
+class FunctionProcess {
+  #child: Deno.ChildProcess | undefined;
+  #ready: Promise<number> | undefined;
+  /** The environment the process gets; set by {@link FunctionsHost.startAll}. */
+  env: Record<string, string> = {};
+
+  constructor(readonly fn: FunctionConfig) {}
+
+  /** The port of a ready process, starting one when none runs. */
+  ready(): Promise<number> {
+    this.#ready ??= this.#start();
+    this.#ready.catch(() => this.#ready = undefined); // the next request tries again
+    return this.#ready;
+  }
+
+  async #start(): Promise<number> {
+    const port = freePort();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        ...denoConfigFlags(this.fn),
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--allow-sys",
+        "--allow-write=/tmp",
+        "--preload",
+        PRELOAD,
+        this.fn.entrypoint,
+      ],
+      env: { ...this.env, DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}` },
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    this.#child = child;
+    let exited = false;
+    child.status.then((status) => {
+      exited = true;
+      if (this.#child === child) {
+        this.#child = undefined;
+        this.#ready = undefined;
+      }
+      if (!status.success && status.signal !== "SIGTERM") {
+        console.error(`Function "${this.fn.name}" exited with code ${status.code}`);
+      }
+    });
+    const deadline = Date.now() + BOOT_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (exited) throw new FunctionBootError(`Function "${this.fn.name}" exited while booting`);
+      if (await listening(port)) return port;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill("SIGKILL");
+    throw new FunctionBootError(
+      `Function "${this.fn.name}" did not listen within ${BOOT_TIMEOUT_MS} ms`,
+    );
+  }
+
+  /** SIGTERM, then wait (the preload finishes `waitUntil` work, bounded by `graceMs`). */
+  async stop(graceMs: number): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    this.#child = undefined;
+    this.#ready = undefined;
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, graceMs + 1000);
+    await child.status;
+    clearTimeout(timer);
+  }
+}
+
+/** Routes `/functions/v1/*` to the functions' processes. */
 export class FunctionsHost {
   readonly #config: GatewayConfig;
   readonly #key: Uint8Array;
-  readonly #modules = new Map<string, Promise<FunctionHandler>>();
+  readonly #processes = new Map<string, FunctionProcess>();
 
   constructor(config: GatewayConfig) {
     this.#config = config;
     this.#key = new TextEncoder().encode(config.jwtSecret);
-    installEdgeRuntime();
-  }
-
-  /** The function's config entry, or a default for a `functions/<name>/index.ts` not listed. */
-  #lookup(name: string): FunctionConfig | null {
-    if (!NAME.test(name)) return null;
-    const listed = this.#config.functions.get(name);
-    if (listed && !listed.enabled) return null;
-    const fn = listed ??
-      {
-        name,
-        dir: resolve(this.#config.configDir, "..", "functions", name),
-        verifyJwt: true,
-        enabled: true,
-      };
-    // Not deployed (no files yet) is "not found", as on Supabase.
-    const deployed = this.#modules.has(name) || existsSync(join(fn.dir, "index.ts")) ||
-      existsSync(join(fn.dir, "handler.ts"));
-    return deployed ? fn : null;
-  }
-
-  #load(fn: FunctionConfig): Promise<FunctionHandler> {
-    let loading = this.#modules.get(fn.name);
-    if (!loading) {
-      const file = join(fn.dir, "handler.ts");
-      loading = (async () => {
-        let mod: { handler?: unknown };
-        try {
-          mod = await import(pathToFileURL(file).href);
-        } catch (cause) {
-          throw new FunctionBootError(`Cannot load function "${fn.name}" from ${file}`, { cause });
-        }
-        if (typeof mod.handler !== "function") {
-          throw new FunctionBootError(`Function "${fn.name}": ${file} does not export handler()`);
-        }
-        return mod.handler as FunctionHandler;
-      })();
-      this.#modules.set(fn.name, loading);
-      loading.catch(() => this.#modules.delete(fn.name)); // retry after the file is fixed
+    for (const fn of config.functions.values()) {
+      if (fn.enabled) this.#processes.set(fn.name, new FunctionProcess(fn));
     }
-    return loading;
+  }
+
+  /**
+   * Gives every function its environment — Supabase's variables (the project URL
+   * is the gateway's) and the function secrets — and starts its process without
+   * waiting for it (requests wait instead).
+   */
+  startAll(gatewayUrl: string): void {
+    const env = {
+      ...this.#config.functionSecrets,
+      // What Supabase injects into every function.
+      SUPABASE_URL: gatewayUrl,
+      SUPABASE_ANON_KEY: Deno.env.get("SUPABASE_ANON_KEY") ?? ANON_KEY,
+      SUPABASE_SERVICE_ROLE_KEY: Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? SERVICE_ROLE_KEY,
+      SUPABASE_DB_URL: Deno.env.get("SUPABASE_DB_URL") ?? DB_URL,
+      NO_COLOR: "1",
+    };
+    for (const process of this.#processes.values()) {
+      process.env = env;
+      process.ready().catch(() => {});
+    }
+  }
+
+  /** Stops every process, letting `waitUntil` work finish within the configured grace. */
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      [...this.#processes.values()].map((p) => p.stop(this.#config.waitUntilTimeoutMs)),
+    );
   }
 
   async #verify(req: Request): Promise<Response | null> {
@@ -150,15 +213,17 @@ export class FunctionsHost {
     } catch {
       name = ""; // malformed %-escape: not a function name
     }
-    const fn = this.#lookup(name);
-    if (!fn) return json({ code: "NOT_FOUND", message: "Requested function was not found" }, 404);
-    if (req.method !== "OPTIONS" && fn.verifyJwt) {
+    const process = NAME.test(name) ? this.#processes.get(name) : undefined;
+    if (!process) {
+      return json({ code: "NOT_FOUND", message: "Requested function was not found" }, 404);
+    }
+    if (req.method !== "OPTIONS" && process.fn.verifyJwt) {
       const denied = await this.#verify(req);
       if (denied) return denied;
     }
-    let handler: FunctionHandler;
+    let port: number;
     try {
-      handler = await this.#load(fn);
+      port = await process.ready();
     } catch (err) {
       console.error(err);
       return json(
@@ -166,13 +231,17 @@ export class FunctionsHost {
         503,
       );
     }
-    const forwarded = new Request(new URL(`/${rest}${url.search}`, url.origin), req);
+    const body = req.method === "GET" || req.method === "HEAD"
+      ? undefined
+      : await req.arrayBuffer();
     try {
-      const res = await handler(forwarded);
-      if (!(res instanceof Response)) {
-        throw new TypeError(`Function "${name}" returned no Response`);
-      }
-      return res;
+      const res = await fetch(`http://127.0.0.1:${port}/${rest}${url.search}`, {
+        method: req.method,
+        headers: req.headers,
+        body,
+        redirect: "manual",
+      });
+      return new Response(res.body, { status: res.status, headers: res.headers });
     } catch (err) {
       console.error(`Function "${name}" failed:`, err);
       return json({

@@ -22,13 +22,13 @@ import {
   unacceptableSchema,
 } from "./_errors.ts";
 import { AuthApi } from "./_auth.ts";
-import { drainWaitUntil, FunctionsHost } from "./_functions_host.ts";
+import { FunctionsHost } from "./_functions_host.ts";
 import { bearerToken, JwtVerifier } from "./_jwt.ts";
 import { Admission } from "./_pool.ts";
 import { handleRpc, type RpcContext } from "./_rpc.ts";
 import { SchemaCache } from "./_schema_cache.ts";
 import { SqlLiteralError } from "./_sql.ts";
-import { ANON_KEY, DB_URL, SERVICE_ROLE_KEY } from "../env.ts";
+import { DB_URL } from "../env.ts";
 
 export type { GatewayOptions };
 
@@ -72,19 +72,6 @@ function kongError(status: number, message: string, hint?: string): Response {
     status,
     headers: { "Content-Type": "application/json; charset=utf-8" },
   });
-}
-
-/** Sets the env the Edge Functions read on Supabase, unless already set. */
-function setFunctionEnvDefaults(url: string): void {
-  const defaults: Record<string, string> = {
-    SUPABASE_URL: url,
-    SUPABASE_ANON_KEY: ANON_KEY,
-    SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
-    SUPABASE_DB_URL: DB_URL,
-  };
-  for (const [name, value] of Object.entries(defaults)) {
-    if (Deno.env.get(name) === undefined) Deno.env.set(name, value);
-  }
 }
 
 function safeDecode(segment: string): string | null {
@@ -288,7 +275,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
   const port = server.addr.port;
   const url = `http://${config.hostname}:${port}`;
   baseUrl = url;
-  setFunctionEnvDefaults(url);
+  functions.startAll(url);
 
   let closing: Promise<void> | null = null;
   return {
@@ -297,8 +284,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
     shutdown() {
       closing ??= (async () => {
         await server.shutdown();
-        const left = await drainWaitUntil(config.waitUntilTimeoutMs);
-        if (left) console.error(`Shutdown: ${left} EdgeRuntime.waitUntil() promises still pending`);
+        await functions.stopAll();
         await cache.close();
         await Promise.allSettled([
           sql.end({ timeout: 5 }),
