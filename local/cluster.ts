@@ -8,7 +8,7 @@
  * REPLICATION), the extensions (pg_cron, pgTAP, plpgsql_check,
  * pg_stat_statements, pgcrypto), `auth.*` helpers and stand-ins for pg_net and
  * Vault. Migrations are then applied as `postgres` with the real Supabase CLI
- * (`supabase migration up --db-url`), so a privilege error surfaces here as it
+ * (`supabase db push --db-url`), so a privilege error surfaces here as it
  * would on `supabase db push`, and the ledger table is the one production uses.
  *
  * Postgres refuses to run as root, so when we are root every server command runs
@@ -326,9 +326,12 @@ export function supabaseCli(): string {
   return join(ROOT, "node_modules", ".bin", "supabase");
 }
 
-/** Applies pending migrations with the real Supabase CLI and its ledger. */
+/**
+ * Applies pending migrations as `postgres` with the command that deploys them,
+ * `supabase db push` (its ledger, its order, its transaction per file).
+ */
 export async function migrate(): Promise<void> {
-  await run([supabaseCli(), "migration", "up", "--db-url", CLI_DB_URL], { quiet: true });
+  await run([supabaseCli(), "db", "push", "--yes", "--db-url", CLI_DB_URL], { quiet: true });
   // Tell the gateway's schema cache to reload, as PostgREST listens for.
   await psql(["-c", "notify pgrst, 'reload schema'"]);
 }

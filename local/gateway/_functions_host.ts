@@ -25,15 +25,12 @@
  *
  * @module
  */
-import { fileURLToPath } from "node:url";
 import { jwtVerify } from "jose";
-import { denoConfigFlags } from "../deploy_layout.ts";
 import { ANON_KEY, DB_URL, SERVICE_ROLE_KEY } from "../env.ts";
+import { type RunningFunction, startFunction } from "../function_runner.ts";
 import type { FunctionConfig, GatewayConfig } from "./_config.ts";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
-const PRELOAD = fileURLToPath(new URL("../edge_runtime.ts", import.meta.url));
-const BOOT_TIMEOUT_MS = 60_000;
 
 function json(body: unknown, status: number): Response {
   return new Response(JSON.stringify(body), {
@@ -42,107 +39,32 @@ function json(body: unknown, status: number): Response {
   });
 }
 
-/** Raised when a function's process exits, or never listens, before it is ready. */
-export class FunctionBootError extends Error {
-  override name = "FunctionBootError";
-}
-
-/** A free TCP port on loopback (closed again at once; the child binds it next). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-async function listening(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** One function's process: started on demand, restarted after it exits. */
 class FunctionProcess {
-  #child: Deno.ChildProcess | undefined;
-  #ready: Promise<number> | undefined;
+  #running: Promise<RunningFunction> | undefined;
   /** The environment the process gets; set by {@link FunctionsHost.startAll}. */
   env: Record<string, string> = {};
 
   constructor(readonly fn: FunctionConfig) {}
 
-  /** The port of a ready process, starting one when none runs. */
-  ready(): Promise<number> {
-    this.#ready ??= this.#start();
-    this.#ready.catch(() => this.#ready = undefined); // the next request tries again
-    return this.#ready;
-  }
-
-  async #start(): Promise<number> {
-    const port = freePort();
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--quiet",
-        "--no-prompt",
-        ...denoConfigFlags(this.fn),
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-sys",
-        "--allow-write=/tmp",
-        "--preload",
-        PRELOAD,
-        this.fn.entrypoint,
-      ],
-      env: { ...this.env, DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}` },
-      stdin: "null",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
-    this.#child = child;
-    let exited = false;
-    child.status.then((status) => {
-      exited = true;
-      if (this.#child === child) {
-        this.#child = undefined;
-        this.#ready = undefined;
-      }
-      if (!status.success && status.signal !== "SIGTERM") {
-        console.error(`Function "${this.fn.name}" exited with code ${status.code}`);
-      }
-    });
-    const deadline = Date.now() + BOOT_TIMEOUT_MS;
-    while (Date.now() < deadline) {
-      if (exited) throw new FunctionBootError(`Function "${this.fn.name}" exited while booting`);
-      if (await listening(port)) return port;
-      await new Promise((r) => setTimeout(r, 50));
+  /** A ready process, starting one when none runs. */
+  ready(): Promise<RunningFunction> {
+    if (!this.#running) {
+      const running = startFunction(this.fn, this.env);
+      this.#running = running;
+      running.then(
+        (fn) => fn.exited.then(() => this.#running === running && (this.#running = undefined)),
+        () => this.#running === running && (this.#running = undefined), // the next request tries again
+      );
     }
-    child.kill("SIGKILL");
-    throw new FunctionBootError(
-      `Function "${this.fn.name}" did not listen within ${BOOT_TIMEOUT_MS} ms`,
-    );
+    return this.#running;
   }
 
   /** SIGTERM, then wait (the preload finishes `waitUntil` work, bounded by `graceMs`). */
   async stop(graceMs: number): Promise<void> {
-    const child = this.#child;
-    if (!child) return;
-    this.#child = undefined;
-    this.#ready = undefined;
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, graceMs + 1000);
-    await child.status;
-    clearTimeout(timer);
+    const running = this.#running;
+    this.#running = undefined;
+    await running?.then((fn) => fn.stop(graceMs), () => {});
   }
 }
 
@@ -221,9 +143,9 @@ export class FunctionsHost {
       const denied = await this.#verify(req);
       if (denied) return denied;
     }
-    let port: number;
+    let running: RunningFunction;
     try {
-      port = await process.ready();
+      running = await process.ready();
     } catch (err) {
       console.error(err);
       return json(
@@ -235,7 +157,7 @@ export class FunctionsHost {
       ? undefined
       : await req.arrayBuffer();
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/${rest}${url.search}`, {
+      const res = await fetch(`${running.url}/${rest}${url.search}`, {
         method: req.method,
         headers: req.headers,
         body,
