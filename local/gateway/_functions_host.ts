@@ -8,8 +8,13 @@
  * imports lazily on the first call. As on Supabase:
  *
  * - `verify_jwt` (config.toml, default true) requires `Authorization: Bearer
- *   <jwt>` signed with the project secret — 401 `{"msg":"Invalid JWT"}`
- *   otherwise; OPTIONS passes unchecked so functions answer their own CORS;
+ *   <jwt>` that the REST side would accept — HS256 with the project secret, or
+ *   ES256 / RS256 with a key of the JWKS, claims valid — 401
+ *   `{"msg":"Invalid JWT"}` otherwise. Like hosted, it knows nothing of
+ *   `sb_publishable_` / `sb_secret_` keys (they are not JWTs): a function called
+ *   with those needs `verify_jwt = false` and its own check
+ *   (supabase.com/docs/guides/api/api-keys, "Known limitations"). OPTIONS passes
+ *   unchecked so functions answer their own CORS;
  * - the function sees the path without the `/functions/v1` prefix
  *   (`/<name>/rest?query`), like behind Supabase's API gateway;
  * - an unknown function is 404 `{"code":"NOT_FOUND",…}`, a module that fails to
@@ -22,8 +27,8 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { jwtVerify } from "jose";
 import type { FunctionConfig, GatewayConfig } from "./_config.ts";
+import { JwtVerifier } from "./_jwt.ts";
 
 /** The export every `functions/<name>/handler.ts` provides. */
 export type FunctionHandler = (req: Request) => Response | Promise<Response>;
@@ -76,12 +81,12 @@ export class FunctionBootError extends Error {
 /** Routes `/functions/v1/*` to the functions' handlers. */
 export class FunctionsHost {
   readonly #config: GatewayConfig;
-  readonly #key: Uint8Array;
+  readonly #jwt: JwtVerifier;
   readonly #modules = new Map<string, Promise<FunctionHandler>>();
 
   constructor(config: GatewayConfig) {
     this.#config = config;
-    this.#key = new TextEncoder().encode(config.jwtSecret);
+    this.#jwt = new JwtVerifier(config.jwtSecret, config.anonRole, config.jwks);
     installEdgeRuntime();
   }
 
@@ -133,7 +138,7 @@ export class FunctionsHost {
       return json({ msg: "Error: Auth header is not 'Bearer {token}'" }, 401);
     }
     try {
-      await jwtVerify(token ?? "", this.#key, { algorithms: ["HS256"] });
+      await this.#jwt.authenticate(token ?? "");
       return null;
     } catch {
       return json({ msg: "Invalid JWT" }, 401);

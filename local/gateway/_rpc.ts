@@ -152,10 +152,15 @@ function preferCount(prefer: string | null): boolean {
   return !!prefer && /(^|[\s,])count=(exact|planned|estimated)\b/.test(prefer);
 }
 
-/** PostgREST's `request.headers`: lower-case names (Headers already are). */
-function headersJson(req: Request): string {
+/**
+ * PostgREST's `request.headers`: lower-case names (Headers already are).
+ * `authorization` is what the API gateway forwarded (see `_keys.ts`), as Kong's
+ * request-transformer rewrites it.
+ */
+function headersJson(req: Request, authorization: string | null): string {
   const obj: Record<string, string> = {};
   req.headers.forEach((value, key) => obj[key] = value);
+  if (authorization !== null) obj.authorization = authorization;
   return JSON.stringify(obj);
 }
 
@@ -170,13 +175,18 @@ function cookiesJson(req: Request): string {
   return JSON.stringify(obj);
 }
 
-/** Handles one `/rest/v1/rpc/<fnName>` request for an authenticated caller. */
+/**
+ * Handles one `/rest/v1/rpc/<fnName>` request for an authenticated caller.
+ * `authorization` is the Authorization header the API gateway forwards (null:
+ * the request's own).
+ */
 export async function handleRpc(
   req: Request,
   url: URL,
   fnName: string,
   auth: AuthResult,
   ctx: RpcContext,
+  authorization: string | null = null,
 ): Promise<Response> {
   const { config, cache } = ctx;
   const method = req.method;
@@ -213,7 +223,7 @@ export async function handleRpc(
     ["request.jwt.claims", auth.claimsJson],
     ["request.method", method],
     ["request.path", `/rpc/${fnName}`],
-    ["request.headers", headersJson(req)],
+    ["request.headers", headersJson(req, authorization)],
     ["request.cookies", cookiesJson(req)],
     ...(snapshot.roleSettings.get(auth.role) ?? []),
   ];
