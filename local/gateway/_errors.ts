@@ -75,9 +75,17 @@ export function invalidRpcMethod(method: string): ApiError {
   return apiError(405, "PGRST101", `Cannot use the ${method} method on RPC`);
 }
 
-/** PGRST102: the body is not JSON. */
-export function invalidBody(message = "Empty or invalid json"): ApiError {
-  return apiError(400, "PGRST102", message);
+/** PGRST100: a query-string parameter the gateway cannot use. */
+export function invalidQueryParam(message: string, hint: string | null = null): ApiError {
+  return apiError(400, "PGRST100", message, null, hint);
+}
+
+/** PGRST102: the body is not JSON, or not a shape an RPC takes. */
+export function invalidBody(
+  message = "Empty or invalid json",
+  hint: string | null = null,
+): ApiError {
+  return apiError(400, "PGRST102", message, null, hint);
 }
 
 /** PGRST106: the profile header names a schema that is not exposed. */
