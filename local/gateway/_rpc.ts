@@ -28,7 +28,6 @@
  *
  * @module
  */
-import type { Sql } from "postgres";
 import type { GatewayConfig } from "./_config.ts";
 import {
   ApiError,
@@ -43,7 +42,7 @@ import {
   unacceptableSchema,
 } from "./_errors.ts";
 import type { AuthResult } from "./_jwt.ts";
-import type { Admission } from "./_pool.ts";
+import { type Admission, isConnectionLoss, type RequestPool } from "./_pool.ts";
 import { findRoutine, matchesParams, noRpcError, type SchemaCache } from "./_schema_cache.ts";
 import { type CallArgs, quoteIdent, rpcStatement } from "./_sql.ts";
 import { arrayDimensions, MAX_ARRAY_DIMS, MAX_JSON_DEPTH, nestingDepth } from "./_nesting.ts";
@@ -52,7 +51,7 @@ import type { Routine } from "./_schema_cache.ts";
 /** What the RPC handler needs from the gateway. */
 export interface RpcContext {
   config: GatewayConfig;
-  sql: Sql;
+  pool: RequestPool;
   cache: SchemaCache;
   admission: Admission;
 }
@@ -343,7 +342,11 @@ export async function handleRpc(
 
   let row: { body: string | null; n?: number; total?: number | null };
   try {
-    const results = await ctx.admission.run(() => ctx.sql.unsafe(statement));
+    const sql = ctx.pool.sql;
+    const results = await ctx.admission.run(() => sql.unsafe(statement)).catch((err) => {
+      if (isConnectionLoss(err)) ctx.pool.replace(sql);
+      throw err;
+    });
     const last = (results as unknown as unknown[][]).at(-1)!;
     row = last[0] as typeof row;
   } catch (err) {

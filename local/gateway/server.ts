@@ -28,7 +28,7 @@ import { AuthApi } from "./_auth.ts";
 import { drainWaitUntil, FunctionsHost } from "./_functions_host.ts";
 import { bearerToken, JwtVerifier } from "./_jwt.ts";
 import { type ApiKey, ApiKeys } from "./_keys.ts";
-import { Admission } from "./_pool.ts";
+import { Admission, RequestPool } from "./_pool.ts";
 import { handleRpc, type RpcContext } from "./_rpc.ts";
 import { SchemaCache } from "./_schema_cache.ts";
 import { SqlLiteralError } from "./_sql.ts";
@@ -212,12 +212,14 @@ interface RequestLog {
  */
 export async function serveGateway(options: GatewayOptions = {}): Promise<Gateway> {
   const config = await resolveConfig(options);
-  const sql = postgres(config.dbUrl, {
-    max: config.poolSize,
-    fetch_types: false, // results are text/int only; skips a catalog query per connection
-    onnotice: () => {},
-    connection: { application_name: "local-gateway" },
-  });
+  const pool = new RequestPool(() =>
+    postgres(config.dbUrl, {
+      max: config.poolSize,
+      fetch_types: false, // results are text/int only; skips a catalog query per connection
+      onnotice: () => {},
+      connection: { application_name: "local-gateway" },
+    })
+  );
   const meta = postgres(config.dbUrl, {
     max: 1,
     onnotice: () => {},
@@ -235,7 +237,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
     await cache.listen((err) => console.error("Schema cache reload failed:", err));
   } catch (err) {
     await Promise.allSettled([
-      sql.end({ timeout: 1 }),
+      pool.end(1),
       meta.end({ timeout: 1 }),
       authSql.end({ timeout: 1 }),
     ]);
@@ -244,7 +246,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
 
   const admission = new Admission(config.poolSize, config.maxQueue, config.queueTimeoutMs);
   const keys = new ApiKeys(config.keys);
-  const rest = new RestApi(config, { config, sql, cache, admission }, keys);
+  const rest = new RestApi(config, { config, pool, cache, admission }, keys);
   const functions = new FunctionsHost(config);
   let baseUrl = "";
   const auth = new AuthApi(authSql, config.jwtSecret, () => baseUrl);
@@ -327,7 +329,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
         if (left) console.error(`Shutdown: ${left} EdgeRuntime.waitUntil() promises still pending`);
         await cache.close();
         await Promise.allSettled([
-          sql.end({ timeout: 5 }),
+          pool.end(5),
           meta.end({ timeout: 5 }),
           authSql.end({ timeout: 5 }),
         ]);

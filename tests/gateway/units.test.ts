@@ -36,6 +36,8 @@ Deno.test("pgErrorStatus() follows PostgREST's SQLSTATE → HTTP status table", 
     ["54000", "program limit exceeded", true, 500],
     ["57014", "canceling statement due to statement timeout", true, 500],
     ["57P01", "terminating connection", true, 503],
+    ["57P02", "crash of another server process", true, 503], // PostgREST: 500 (see _errors.ts)
+    ["57P03", "the database system is starting up", true, 503],
     ["P0001", "raise exception", true, 400],
     ["P0002", "no data found", true, 500],
     ["PT402", "payment required", true, 402],
