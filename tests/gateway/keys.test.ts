@@ -27,6 +27,7 @@ import {
   SECRET_KEY,
   SERVICE_ROLE_KEY,
 } from "../../local/env.ts";
+import { serveGateway } from "../../local/gateway/mod.ts";
 import { client, request, runSql, startGateway } from "./_helpers.ts";
 import { SETUP_SQL, TEARDOWN_SQL } from "./_sql_fixture.ts";
 
@@ -289,5 +290,39 @@ Deno.test("RS256 tokens verify against a JWKS, and a JWKS can be fetched from a 
     await relying.shutdown();
     await issuer.shutdown();
     await runSql(TEARDOWN_SQL);
+  }
+});
+
+Deno.test("[keys] dispatch (verify_jwt = false) takes sb_secret_ from supabase-js and refuses the publishable key", async () => {
+  // The project's own config.toml: dispatch as deployed. `concurrency: 0` is refused
+  // after the caller check (400) and before any database work, so 400 means "let in".
+  const gw = await serveGateway({ port: 0, log: false });
+  try {
+    for (
+      const [key, status] of [[SECRET_KEY, 400], [SERVICE_ROLE_KEY, 400], [
+        PUBLISHABLE_KEY,
+        403,
+      ]] as const
+    ) {
+      const { error, response } = await client(gw.url, undefined, key).functions.invoke(
+        "dispatch",
+        {
+          body: { concurrency: 0 },
+        },
+      );
+      assert.equal(response?.status, status, key.slice(0, 16));
+      assert.ok(error, "an error status reaches supabase-js as an error");
+      await response?.body?.cancel();
+    }
+    const anonymous = await request(`${gw.url}/functions/v1/dispatch`, {
+      method: "POST",
+      body: "{}",
+    });
+    assert.deepEqual([anonymous.status, (anonymous.json as { error: string }).error], [
+      401,
+      "unauthorized",
+    ]);
+  } finally {
+    await gw.shutdown();
   }
 });
