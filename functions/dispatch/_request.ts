@@ -1,5 +1,6 @@
 /**
- * The dispatch trigger: who may call it, and the options a call may set.
+ * The dispatch trigger: the options a call may set (who may call it is
+ * `_shared/service_auth.ts`).
  *
  * Options come from the JSON body and/or the query string (query wins), each
  * bounded; unset ones fall back to the environment, then to the defaults below.
@@ -137,31 +138,4 @@ export async function parseTrigger(req: Request, get: EnvGetter): Promise<Dispat
     reportIntervalMs: t.report_interval_ms ??
       envInt(get, "DISPATCH_REPORT_INTERVAL_MS", d.reportIntervalMs, 10, 5000),
   };
-}
-
-/**
- * The `role` claim of the caller's bearer JWT, or null. The signature is not
- * checked here: `verify_jwt = true` makes the platform (Supabase's gateway, or
- * the local one) reject a bad signature before the function runs.
- *
- * @example
- * callerRole(req); // "service_role"
- */
-export function callerRole(req: Request): string | null {
-  const match = /^Bearer\s+([^.\s]+)\.([^.\s]+)\.[^.\s]*$/i.exec(
-    req.headers.get("authorization") ?? "",
-  );
-  if (!match) return null;
-  try {
-    const json = atob(
-      match[2].replace(/-/g, "+").replace(/_/g, "/").padEnd(
-        Math.ceil(match[2].length / 4) * 4,
-        "=",
-      ),
-    );
-    const role = (JSON.parse(json) as { role?: unknown }).role;
-    return typeof role === "string" ? role : null;
-  } catch {
-    return null;
-  }
 }

@@ -1,8 +1,12 @@
 /**
  * `POST /functions/v1/dispatch`: the campaign dispatch worker.
  *
- * Called by a scheduler with the service_role key (pg_cron + pg_net on
- * Supabase, the local ticker in the embedded stack). It acknowledges at once —
+ * Called by a scheduler with the project's service key (pg_cron + pg_net on
+ * Supabase, the local ticker in the embedded stack): an `sb_secret_…` key or the
+ * legacy service_role key as `apikey` or bearer, or a verified service_role JWT
+ * (`_shared/service_auth.ts`). The platform's `verify_jwt` is off for this
+ * function (`supabase/config.toml`): it cannot check `sb_secret_` keys, so the
+ * function checks its callers itself. It acknowledges at once —
  * `202 {accepted: true, run_id}`, before touching the database — and runs in
  * the background under `EdgeRuntime.waitUntil`, so the trigger's latency is
  * that of parsing a small JSON body. With `?wait=1` (or `{"wait": true}`) it
@@ -11,8 +15,9 @@
  * Answers: 202 accepted; 202 `{accepted: false, reason: "busy"}` when this
  * isolate already runs `DISPATCH_MAX_RUNS` (4) background runs (triggers every
  * second would otherwise stack idle pollers; the running ones keep draining);
- * 200 summary (wait); 400 invalid options; 403 not service_role; 405 not POST;
- * 500 no WhatsApp access token configured.
+ * 200 summary (wait); 400 invalid options; 401 no service key or a bad token;
+ * 403 a valid credential of another role (anon, a user); 405 not POST; 500 no
+ * WhatsApp access token or no service key configured.
  *
  * All state and rules live in Postgres (`api.claim_messages`,
  * `api.report_message_results`, `api.record_opt_out`); see `_run.ts`.
@@ -23,7 +28,8 @@ import { getDb } from "../_shared/db.ts";
 import { log } from "../_shared/log.ts";
 import { claimMessages, recordOptOut, reportMessageResults } from "../_shared/rpc.ts";
 import { denoEnv, type EnvGetter, wabaConfigFromEnv } from "../_shared/waba_config.ts";
-import { callerRole, parseTrigger, TriggerError } from "./_request.ts";
+import { authoriseService } from "../_shared/service_auth.ts";
+import { parseTrigger, TriggerError } from "./_request.ts";
 import { type DispatchQueue, runDispatch, type SendFn } from "./_run.ts";
 import { createSender } from "./_sender.ts";
 
@@ -94,12 +100,17 @@ export function createDispatchHandler(
         message: "Use POST to trigger a dispatch run",
       });
     }
-    const role = callerRole(req);
-    if (role !== "service_role") {
+    const caller = await authoriseService(req, deps.env);
+    if (!caller.ok) {
       await req.body?.cancel();
-      return json(403, {
-        error: "forbidden",
-        message: `Dispatch needs the service_role key; the caller's role is "${role ?? "none"}"`,
+      if (caller.status === 500) log("error", "dispatch.config.invalid", { reason: caller.reason });
+      return json(caller.status, {
+        error: caller.status === 401
+          ? "unauthorized"
+          : caller.status === 403
+          ? "forbidden"
+          : "not_configured",
+        message: `Dispatch needs the project's service key: ${caller.reason}`,
       });
     }
     let options;

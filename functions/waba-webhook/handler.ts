@@ -19,7 +19,10 @@
  * updates (one or two short transactions — Meta allows seconds); 400 for a
  * signed body that is not a WhatsApp payload; 401 bad signature; 413 too
  * large; 500 when the database fails or the app secret is not configured, so
- * Meta retries (everything here is idempotent).
+ * Meta retries (everything here is idempotent). Strings Postgres cannot store
+ * (`\u0000`, lone surrogates) are cleaned before use, so such a payload is
+ * recorded and answered 200 instead of failing the same way on every retry
+ * (`_storable.ts`).
  *
  * Why not acknowledge first and write in the background: Meta only retries a
  * non-2xx answer, so an ack before the write would turn a database blip into a
@@ -42,6 +45,7 @@ import type { WebhookStatus } from "../_shared/waba_schemas.ts";
 import { WebhookVerificationQuerySchema } from "../_shared/waba_schemas.ts";
 import { SIGNATURE_HEADER, verifySignature } from "../_shared/webhook_signature.ts";
 import { extract, PayloadError } from "./_extract.ts";
+import { parseStorableJson } from "./_storable.ts";
 import { isOptOutRequest } from "./_stop_words.ts";
 
 /** Largest body accepted (Meta batches are far smaller). */
@@ -161,7 +165,11 @@ export function createWebhookHandler(
 
     let payload;
     try {
-      payload = extract(JSON.parse(new TextDecoder().decode(raw)));
+      // Strings Postgres cannot store (NUL, lone surrogates) are cleaned here,
+      // not refused: Meta would retry a refusal for days (see _storable.ts).
+      const { value, cleaned } = parseStorableJson(new TextDecoder().decode(raw));
+      if (cleaned > 0) log("warn", "waba_webhook.payload.cleaned", { strings: cleaned });
+      payload = extract(value);
     } catch (err) {
       const message = err instanceof PayloadError ? err.message : "The body is not valid JSON";
       log("warn", "waba_webhook.payload.invalid", { message });

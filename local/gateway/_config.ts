@@ -8,9 +8,20 @@
 import { dirname, join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
-import { ANON_KEY, AUTHENTICATOR_URL, GATEWAY_PORT, JWT_SECRET, SERVICE_ROLE_KEY } from "../env.ts";
+import {
+  ANON_KEY,
+  AUTHENTICATOR_URL,
+  GATEWAY_PORT,
+  JWT_SECRET,
+  localJwks,
+  PUBLISHABLE_KEY,
+  SECRET_KEY,
+  SERVICE_ROLE_KEY,
+} from "../env.ts";
 import { ROOT } from "../cluster.ts";
 import { type DeployedFunction, resolveFunction } from "../deploy_layout.ts";
+import type { ApiKeySet } from "./_keys.ts";
+import type { JwksSource } from "./_jwt.ts";
 
 /** Options accepted by `serveGateway()`; every field is optional. */
 export interface GatewayOptions {
@@ -32,8 +43,18 @@ export interface GatewayOptions {
   configPath?: string;
   /** Overrides `[api].schemas` of config.toml. */
   schemas?: string[];
-  /** Keys the API gateway accepts in the `apikey` header (default: anon + service_role). */
-  apiKeys?: string[];
+  /**
+   * The project's API keys, the only values accepted in the `apikey` header
+   * (default: `SUPABASE_PUBLISHABLE_KEYS` / `SUPABASE_SECRET_KEYS` as hosted sets
+   * them for Edge Functions, `{"default": "sb_…"}`, and `SUPABASE_ANON_KEY` /
+   * `SUPABASE_SERVICE_ROLE_KEY`; else Supabase local's fixed values).
+   */
+  keys?: Partial<ApiKeySet>;
+  /**
+   * Public keys for ES256 / RS256 user tokens: a JWKS, or the URL of one
+   * (default `GATEWAY_JWKS_URL`, else the local signing key under `.local/`).
+   */
+  jwks?: JwksSource;
   /** Role used when a request carries no JWT (PostgREST's `db-anon-role`). */
   anonRole?: string;
   /** One JSON line per request on stdout (default `GATEWAY_LOG=1`). */
@@ -59,7 +80,9 @@ export interface GatewayConfig {
   schemas: string[];
   extraSearchPath: string[];
   maxRows: number | null;
-  apiKeys: string[];
+  keys: ApiKeySet;
+  /** What ES256 / RS256 tokens are verified with; also served at `/auth/v1/.well-known/jwks.json` when it is a JWKS. */
+  jwks: JwksSource;
   anonRole: string;
   log: boolean;
   waitUntilTimeoutMs: number;
@@ -102,6 +125,30 @@ function functionSecretsFromEnv(): Record<string, string> {
   return Object.fromEntries(
     Object.entries(Deno.env.toObject()).filter(([name]) => FUNCTION_SECRETS.test(name)),
   );
+}
+
+/**
+ * A key dictionary as hosted Supabase gives it to Edge Functions
+ * (`SUPABASE_SECRET_KEYS={"default":"sb_secret_…"}`, supabase.com/docs/guides/functions/secrets).
+ */
+export function envKeyDictionary(name: string): string[] | undefined {
+  const raw = Deno.env.get(name);
+  if (raw === undefined || raw === "") return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    parsed = null;
+  }
+  const values = parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)
+    ? Object.values(parsed)
+    : [];
+  if (values.length === 0 || !values.every((v) => typeof v === "string" && v !== "")) {
+    throw new GatewayConfigError(
+      `Environment variable ${name} must be a JSON object of key names to keys, e.g. {"default":"sb_…"}`,
+    );
+  }
+  return values as string[];
 }
 
 function envInt(name: string): number | undefined {
@@ -154,8 +201,15 @@ export async function resolveConfig(options: GatewayOptions = {}): Promise<Gatew
   const toml = await readConfigToml(configPath);
   const poolSize = options.poolSize ?? envInt("GATEWAY_POOL_SIZE") ?? 8;
   if (poolSize < 1) throw new GatewayConfigError(`Pool size must be at least 1, got ${poolSize}`);
-  const anonKey = Deno.env.get("SUPABASE_ANON_KEY") ?? ANON_KEY;
-  const serviceKey = Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? SERVICE_ROLE_KEY;
+  const keys: ApiKeySet = {
+    publishable: options.keys?.publishable ?? envKeyDictionary("SUPABASE_PUBLISHABLE_KEYS") ??
+      [PUBLISHABLE_KEY],
+    secret: options.keys?.secret ?? envKeyDictionary("SUPABASE_SECRET_KEYS") ?? [SECRET_KEY],
+    anon: options.keys?.anon ?? Deno.env.get("SUPABASE_ANON_KEY") ?? ANON_KEY,
+    serviceRole: options.keys?.serviceRole ?? Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ??
+      SERVICE_ROLE_KEY,
+  };
+  const jwksUrl = Deno.env.get("GATEWAY_JWKS_URL");
   return {
     port: options.port ?? GATEWAY_PORT,
     hostname: options.hostname ?? "127.0.0.1",
@@ -167,7 +221,8 @@ export async function resolveConfig(options: GatewayOptions = {}): Promise<Gatew
     schemas: options.schemas ?? toml.schemas,
     extraSearchPath: toml.extraSearchPath,
     maxRows: toml.maxRows,
-    apiKeys: options.apiKeys ?? [anonKey, serviceKey],
+    keys,
+    jwks: options.jwks ?? (jwksUrl ? new URL(jwksUrl) : await localJwks()),
     anonRole: options.anonRole ?? "anon",
     log: options.log ?? Deno.env.get("GATEWAY_LOG") === "1",
     waitUntilTimeoutMs: options.waitUntilTimeoutMs ?? 5000,

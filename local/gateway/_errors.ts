@@ -1,9 +1,21 @@
 /**
  * PostgREST's error contract: a `{code, message, details, hint}` body, the HTTP
  * status PostgREST derives from the SQLSTATE, and the headers it adds
- * (`WWW-Authenticate` on 401, `Proxy-Status`, custom headers of `RAISE SQLSTATE 'PGRST'`).
+ * (`WWW-Authenticate` on 401, `Proxy-Status`, custom headers of `RAISE SQLSTATE 'PGRST'`,
+ * `Retry-After` on every 503).
  *
- * Mapping and messages follow PostgREST v13/v14 (`src/PostgREST/Error.hs`).
+ * Mapping and messages follow PostgREST v14/v16 (`src/PostgREST/Error.hs`).
+ *
+ * While Postgres restarts, every failure is a 503 with `Retry-After`, so
+ * clients back off instead of treating it as a server bug: a refused or broken
+ * connection (PGRST000 / PGRST001, as PostgREST), `57P01` "terminating
+ * connection due to administrator command" (503 in PostgREST too), `57P03`
+ * "the database system is starting up / shutting down" — which Postgres sends
+ * while a connection is being opened, so it is PGRST000, PostgREST's
+ * connection error — and `57P02` "terminating connection because of crash of
+ * another server process", which PostgREST maps with the rest of class 57 to
+ * 500: the gateway answers 503, a deliberate difference, because the server
+ * is recovering and a retry succeeds.
  *
  * @module
  */
@@ -28,6 +40,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Seconds in the `Retry-After` of a 503. PostgREST adds the header to every
+ * 503 (`addRetryHint` in `src/PostgREST/App.hs`) with its next connection retry
+ * delay; the gateway reconnects on the next request, so it asks for the
+ * shortest wait that is not an immediate retry, as its PGRST003 does.
+ */
+export const RETRY_AFTER_SECONDS = "1";
+
 function apiError(
   status: number,
   code: string,
@@ -39,9 +59,12 @@ function apiError(
   return new ApiError(status, { code, message, details, hint }, headers);
 }
 
-/** PGRST000: the database cannot be reached. */
+/**
+ * PGRST000: the database cannot be reached. The message is PostgREST's since
+ * 14.13 (CHANGELOG: "Remove redundant 'Retrying the connection.' from message").
+ */
 export function connectionError(details: string | null): ApiError {
-  return apiError(503, "PGRST000", "Database connection error. Retrying the connection.", details);
+  return apiError(503, "PGRST000", "Database connection error.", details);
 }
 
 /** PGRST001: the connection broke while serving the request. */
@@ -66,7 +89,7 @@ export function poolTimeout(status: 503 | 504, details: string): ApiError {
     "Timed out acquiring connection from connection pool.",
     details,
     null,
-    { "Retry-After": "1" },
+    { "Retry-After": RETRY_AFTER_SECONDS },
   );
 }
 
@@ -75,9 +98,17 @@ export function invalidRpcMethod(method: string): ApiError {
   return apiError(405, "PGRST101", `Cannot use the ${method} method on RPC`);
 }
 
-/** PGRST102: the body is not JSON. */
-export function invalidBody(message = "Empty or invalid json"): ApiError {
-  return apiError(400, "PGRST102", message);
+/** PGRST100: a query-string parameter the gateway cannot use. */
+export function invalidQueryParam(message: string, hint: string | null = null): ApiError {
+  return apiError(400, "PGRST100", message, null, hint);
+}
+
+/** PGRST102: the body is not JSON, or not a shape an RPC takes. */
+export function invalidBody(
+  message = "Empty or invalid json",
+  hint: string | null = null,
+): ApiError {
+  return apiError(400, "PGRST102", message, null, hint);
 }
 
 /** PGRST106: the profile header names a schema that is not exposed. */
@@ -231,7 +262,9 @@ export function pgErrorStatus(code: string, message: string, authed: boolean): n
       return message.startsWith("role") && message.endsWith("does not exist") ? 401 : 400;
     case "53400":
       return 500;
-    case "57P01":
+    case "57P01": // admin shutdown (PostgREST: 503)
+    case "57P02": // crash shutdown (PostgREST: 500; see the module doc)
+    case "57P03": // cannot connect now: starting up or shutting down
       return 503;
     case "P0001":
       return 400;
@@ -341,6 +374,8 @@ const CONNECT_CODES = new Set(["ECONNREFUSED", "CONNECT_TIMEOUT", "ENOTFOUND", "
 /** Maps any failure of a database call to PostgREST's response. */
 export function fromDbFailure(err: unknown, authed: boolean): ApiError {
   if (err instanceof ApiError) return err;
+  // Postgres refuses new connections while it starts or stops: a connection error.
+  if (isPgError(err) && err.code === "57P03") return connectionError(err.message);
   if (isPgError(err)) return fromPgError(err, authed);
   const code = (err as { code?: unknown })?.code;
   const message = err instanceof Error ? err.message : String(err);
@@ -349,15 +384,19 @@ export function fromDbFailure(err: unknown, authed: boolean): ApiError {
     : clientError(message);
 }
 
-/** Renders an `ApiError` as PostgREST does (JSON body, `Proxy-Status`, extra headers). */
+/**
+ * Renders an `ApiError` as PostgREST does (JSON body, `Proxy-Status`, extra
+ * headers, `Retry-After` on a 503).
+ */
 export function errorResponse(err: ApiError, extraHeaders: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(err.body), {
-    status: err.status,
-    headers: {
-      "Content-Type": "application/json; charset=utf-8",
-      "Proxy-Status": `PostgREST; error=${err.body.code}`,
-      ...err.headers,
-      ...extraHeaders,
-    },
-  });
+  const headers: Record<string, string> = {
+    "Content-Type": "application/json; charset=utf-8",
+    "Proxy-Status": `PostgREST; error=${err.body.code}`,
+    ...err.headers,
+    ...extraHeaders,
+  };
+  if (err.status === 503 && !Object.keys(headers).some((h) => h.toLowerCase() === "retry-after")) {
+    headers["Retry-After"] = RETRY_AFTER_SECONDS;
+  }
+  return new Response(JSON.stringify(err.body), { status: err.status, headers });
 }

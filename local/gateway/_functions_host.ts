@@ -9,15 +9,23 @@
  *
  * As on Supabase:
  * - `verify_jwt` (config.toml, default true) requires `Authorization: Bearer
- *   <jwt>` the platform accepts — 401 `{"msg":"Invalid JWT"}` otherwise; OPTIONS
- *   passes unchecked so functions answer their own CORS;
+ *   <jwt>` that the REST side would accept — HS256 with the project secret, or
+ *   ES256 / RS256 with a key of the JWKS, claims valid — 401
+ *   `{"msg":"Invalid JWT"}` otherwise. Like hosted, it knows nothing of
+ *   `sb_publishable_` / `sb_secret_` keys (they are not JWTs): a function called
+ *   with those needs `verify_jwt = false` and its own check
+ *   (supabase.com/docs/guides/api/api-keys, "Known limitations"). OPTIONS passes
+ *   unchecked so functions answer their own CORS;
  * - the function sees the path without the `/functions/v1` prefix
  *   (`/<name>/rest?query`);
  * - an unknown function is 404 `{"code":"NOT_FOUND",…}`, one whose process
  *   cannot start is 503 BOOT_ERROR, one whose handler throws answers 500
  *   WORKER_ERROR (from the preload);
  * - the environment: `SUPABASE_URL`, `SUPABASE_ANON_KEY`,
- *   `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_DB_URL`, plus the function secrets.
+ *   `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_PUBLISHABLE_KEYS`,
+ *   `SUPABASE_SECRET_KEYS` (JSON dictionaries of the new keys, as hosted gives
+ *   them), `SUPABASE_JWKS` (public keys only, no JWT secret), `SUPABASE_DB_URL`,
+ *   plus the function secrets.
  *
  * Processes start with the gateway (a request waits for its function to be
  * ready), restart on the next request after a crash, and get SIGTERM at
@@ -25,12 +33,17 @@
  *
  * @module
  */
-import { jwtVerify } from "jose";
-import { ANON_KEY, DB_URL, SERVICE_ROLE_KEY } from "../env.ts";
+import { DB_URL } from "../env.ts";
 import { type RunningFunction, startFunction } from "../function_runner.ts";
 import type { FunctionConfig, GatewayConfig } from "./_config.ts";
+import { JwtVerifier } from "./_jwt.ts";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** Keys as hosted gives them to functions: `{"default": "sb_…", "key1": …}`. */
+function keyDictionary(keys: string[]): string {
+  return JSON.stringify(Object.fromEntries(keys.map((k, i) => [i ? `key${i}` : "default", k])));
+}
 
 function json(body: unknown, status: number): Response {
   return new Response(JSON.stringify(body), {
@@ -71,12 +84,12 @@ class FunctionProcess {
 /** Routes `/functions/v1/*` to the functions' processes. */
 export class FunctionsHost {
   readonly #config: GatewayConfig;
-  readonly #key: Uint8Array;
+  readonly #jwt: JwtVerifier;
   readonly #processes = new Map<string, FunctionProcess>();
 
   constructor(config: GatewayConfig) {
     this.#config = config;
-    this.#key = new TextEncoder().encode(config.jwtSecret);
+    this.#jwt = new JwtVerifier(config.jwtSecret, config.anonRole, config.jwks);
     for (const fn of config.functions.values()) {
       if (fn.enabled) this.#processes.set(fn.name, new FunctionProcess(fn));
     }
@@ -92,8 +105,13 @@ export class FunctionsHost {
       ...this.#config.functionSecrets,
       // What Supabase injects into every function.
       SUPABASE_URL: gatewayUrl,
-      SUPABASE_ANON_KEY: Deno.env.get("SUPABASE_ANON_KEY") ?? ANON_KEY,
-      SUPABASE_SERVICE_ROLE_KEY: Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? SERVICE_ROLE_KEY,
+      SUPABASE_ANON_KEY: this.#config.keys.anon,
+      SUPABASE_SERVICE_ROLE_KEY: this.#config.keys.serviceRole,
+      SUPABASE_PUBLISHABLE_KEYS: keyDictionary(this.#config.keys.publishable),
+      SUPABASE_SECRET_KEYS: keyDictionary(this.#config.keys.secret),
+      ...(this.#config.jwks instanceof URL
+        ? {}
+        : { SUPABASE_JWKS: JSON.stringify(this.#config.jwks) }),
       SUPABASE_DB_URL: Deno.env.get("SUPABASE_DB_URL") ?? DB_URL,
       NO_COLOR: "1",
     };
@@ -118,7 +136,7 @@ export class FunctionsHost {
       return json({ msg: "Error: Auth header is not 'Bearer {token}'" }, 401);
     }
     try {
-      await jwtVerify(token ?? "", this.#key, { algorithms: ["HS256"] });
+      await this.#jwt.authenticate(token ?? "");
       return null;
     } catch {
       return json({ msg: "Invalid JWT" }, 401);

@@ -1,14 +1,32 @@
 /**
- * PostgREST's JWT authentication: HS256 signature check with `jose`, then the
+ * PostgREST's JWT authentication: the signature checked with `jose`, then the
  * claim checks PostgREST does itself (exp / nbf / iat with a 30 s skew, aud
  * shape), then the `role` claim (default: the anonymous role).
  *
- * Error codes and messages follow PostgREST v13+ (`src/PostgREST/Auth/Jwt.hs`):
- * PGRST301 for a token that cannot be decoded or verified, PGRST303 for bad claims.
+ * Keys, as on a hosted project (supabase.com/docs/guides/auth/signing-keys):
+ * HS256 tokens are checked against the project's JWT secret (legacy keys and
+ * HS256-signed user tokens); ES256 / RS256 tokens against a JSON Web Key Set,
+ * the key chosen by the token's `kid` (`createLocalJWKSet` for a JWKS the
+ * gateway holds, `createRemoteJWKSet` for one it fetches, e.g. hosted's
+ * `/auth/v1/.well-known/jwks.json`). Hosted PostgREST is configured the same way:
+ * its `jwt-secret` is a JWKS holding the legacy secret and the public keys.
+ *
+ * Error codes and messages follow PostgREST (`src/PostgREST/Auth/Jwt.hs`,
+ * `src/PostgREST/Error.hs`): PGRST301 for a token that cannot be decoded or
+ * verified ("No suitable key or wrong key type" when no key matches its
+ * `kid` / `alg`), PGRST303 for bad claims.
  *
  * @module
  */
-import { compactVerify, errors } from "jose";
+import {
+  compactVerify,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors,
+  type FlattenedJWSInput,
+  type JSONWebKeySet,
+  type JWSHeaderParameters,
+} from "jose";
 import { jwtClaimsError, jwtDecodeError } from "./_errors.ts";
 
 /** Who the request runs as. */
@@ -24,22 +42,40 @@ export interface AuthResult {
 const ALLOWED_SKEW_SECONDS = 30;
 const CACHE_LIMIT = 1000;
 
+/** Algorithms the verifier accepts: the legacy secret's, and hosted's asymmetric ones. */
+export const JWT_ALGORITHMS = ["HS256", "ES256", "RS256"] as const;
+
+type KeyResolver = (
+  header: JWSHeaderParameters,
+  token: FlattenedJWSInput,
+) => Promise<CryptoKey> | CryptoKey;
+
+/** Where the verifier finds the public keys of asymmetric tokens. */
+export type JwksSource = JSONWebKeySet | URL;
+
 /**
- * Verifies bearer tokens for one secret. Verified claims are cached by token
+ * Verifies bearer tokens: HS256 with the project secret, ES256 / RS256 with the
+ * key of the token's `kid` in the JWKS. Verified claims are cached by token
  * (bounded), but the time-based claims are re-checked on every call.
  *
  * @example
- * const auth = new JwtVerifier(secret, "anon");
+ * const auth = new JwtVerifier(secret, "anon", await localJwks());
  * const { role, claimsJson } = await auth.authenticate(token); // throws ApiError
  */
 export class JwtVerifier {
-  readonly #key: Uint8Array;
+  readonly #secret: Uint8Array;
+  readonly #jwks: KeyResolver | null;
   readonly #anonRole: string;
   readonly #cache = new Map<string, AuthResult>();
   readonly #anonymous: AuthResult;
 
-  constructor(secret: string, anonRole: string) {
-    this.#key = new TextEncoder().encode(secret);
+  constructor(secret: string, anonRole: string, jwks?: JwksSource) {
+    this.#secret = new TextEncoder().encode(secret);
+    this.#jwks = jwks === undefined
+      ? null
+      : jwks instanceof URL
+      ? createRemoteJWKSet(jwks)
+      : createLocalJWKSet(jwks);
     this.#anonRole = anonRole;
     this.#anonymous = this.#result({});
   }
@@ -70,16 +106,28 @@ export class JwtVerifier {
     return { role, claims: withRole, claimsJson: JSON.stringify(withRole) };
   }
 
+  /** The key for a token: the secret for HS256, else the JWKS entry of its `kid`. */
+  #key = (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
+    if (header.alg === "HS256") return this.#secret;
+    if (this.#jwks === null) throw new errors.JWKSNoMatchingKey();
+    return this.#jwks(header, token);
+  };
+
   async #decode(token: string): Promise<Record<string, unknown>> {
     if (token === "") throw jwtDecodeError("Empty JWT is sent in Authorization header");
     const parts = token.split(".").length;
     if (parts !== 3) throw jwtDecodeError(`Expected 3 parts in JWT; got ${parts}`);
     let payload: Uint8Array;
     try {
-      ({ payload } = await compactVerify(token, this.#key, { algorithms: ["HS256"] }));
+      ({ payload } = await compactVerify(token, this.#key, { algorithms: [...JWT_ALGORITHMS] }));
     } catch (err) {
       if (err instanceof errors.JOSEAlgNotAllowed) {
         throw jwtDecodeError("Wrong or unsupported encoding algorithm", err.message);
+      }
+      if (
+        err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys
+      ) {
+        throw jwtDecodeError("No suitable key or wrong key type", err.message);
       }
       throw jwtDecodeError("JWT cryptographic operation failed");
     }

@@ -4,10 +4,12 @@
  * `size` requests use the database, `maxQueue` more wait, and none wait longer
  * than `timeoutMs`. Rejections are PostgREST's PGRST003 with `Retry-After: 1`
  * (503 when the queue is full, 504 when the wait times out, as PostgREST's
- * acquisition timeout does).
+ * acquisition timeout does). Behind it, {@link RequestPool} swaps the
+ * postgres.js client after a lost connection (see there why).
  *
  * @module
  */
+import type { Sql } from "postgres";
 import { poolTimeout } from "./_errors.ts";
 
 interface Waiter {
@@ -83,5 +85,64 @@ export class Admission {
     } else {
       this.#active--;
     }
+  }
+}
+
+/**
+ * Failures that mean an established connection was lost mid-request: the
+ * server closed it (postgres.js `CONNECTION_CLOSED`, a reset socket) or told
+ * it why first (57P01 admin shutdown, 57P02 crash shutdown, class 08).
+ */
+export function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== "string") return false;
+  return ["CONNECTION_CLOSED", "ECONNRESET", "EPIPE", "57P01", "57P02"].includes(code) ||
+    code.startsWith("08");
+}
+
+/**
+ * The request pool, replaced after a connection is lost mid-request.
+ *
+ * Why: postgres.js (3.4.9, `src/connection.js`) keeps a reference to the query
+ * that was running when its connection closed, and only clears it on the next
+ * ReadyForQuery. Until the server accepts connections again, every reconnect
+ * that Postgres refuses with a FATAL error (57P03 while it restarts) is then
+ * taken for that old query's error and dropped, and the next request on that
+ * connection waits — without bound — instead of failing (the same stale state
+ * hangs `sql.end()`, porsager/postgres#1097). A fresh client has no such
+ * connection, so requests fail fast with 503 while Postgres is away. The old
+ * client finishes what it has in flight (at most `drainSeconds`, 2 s: a lost
+ * connection mostly means Postgres is going down) and closes.
+ *
+ * @example
+ * const pool = new RequestPool(() => postgres(url, { max: 8 }));
+ * const sql = pool.sql;
+ * try { await sql.unsafe(statement); } catch (err) { if (isConnectionLoss(err)) pool.replace(sql); throw err; }
+ */
+export class RequestPool {
+  #sql: Sql;
+  readonly #retired = new Set<Promise<void>>();
+
+  constructor(readonly create: () => Sql, readonly drainSeconds = 2) {
+    this.#sql = create();
+  }
+
+  /** The current client. */
+  get sql(): Sql {
+    return this.#sql;
+  }
+
+  /** Replaces `failed` with a fresh client, unless it was already replaced. */
+  replace(failed: Sql): void {
+    if (failed !== this.#sql) return;
+    this.#sql = this.create();
+    const ending = failed.end({ timeout: this.drainSeconds }).catch(() => {})
+      .finally(() => this.#retired.delete(ending));
+    this.#retired.add(ending);
+  }
+
+  /** Closes the current client and waits for the retired ones. */
+  async end(timeoutSeconds: number): Promise<void> {
+    await Promise.allSettled([this.#sql.end({ timeout: timeoutSeconds }), ...this.#retired]);
   }
 }

@@ -11,8 +11,11 @@
  *   from json_to_record('{"a":1}'::json) as pgrst_args("a" integer);
  * ```
  *
- * Arguments go through `json_to_record`, as in PostgREST, so JSON and query
- * string values are coerced to the parameter types by Postgres itself.
+ * JSON arguments go through `json_to_record`, as in PostgREST, so JSON values
+ * are coerced to the parameter types by Postgres itself; query-string
+ * arguments (GET) are text cast to each parameter's type (`name := '…'::type`),
+ * as PostgREST binds them, so `?doc={"a":1}` reaches a jsonb parameter as an
+ * object, not as a JSON string.
  * Values are inlined as escaped `E'…'` literals (safe whatever
  * `standard_conforming_strings` is); identifiers come from the catalog and are
  * double-quoted.
@@ -31,10 +34,19 @@ export function quoteIdent(name: string): string {
 
 /** How the request's arguments reach the function. */
 export type CallArgs =
-  /** Named arguments: JSON object text and the keys to bind. */
-  | { kind: "named"; json: string; keys: string[] }
+  /**
+   * Named arguments: JSON object text and the keys to bind. `firstElement`: the
+   * JSON is an array of objects and its first element holds the arguments (what
+   * PostgREST's `json_to_recordset(…) LIMIT 1` does with an array body).
+   */
+  | { kind: "named"; json: string; keys: string[]; firstElement?: boolean }
   /** The whole body to a single unnamed json/jsonb parameter. */
-  | { kind: "whole"; json: string };
+  | { kind: "whole"; json: string }
+  /**
+   * Query-string arguments (GET/HEAD): text values cast to the parameter types,
+   * PostgREST's `DirectArgs`; an array of values for a variadic parameter.
+   */
+  | { kind: "direct"; values: [name: string, value: string | string[]][] };
 
 /** Everything needed to render the request's SQL. */
 export interface RpcStatement {
@@ -56,8 +68,18 @@ function callParts(routine: Routine, args: CallArgs): { call: string; from: stri
   if (args.kind === "whole") {
     return { call: `${fn}(${quoteLiteral(args.json)}::${routine.params[0].type})`, from: null };
   }
-  if (args.keys.length === 0) return { call: `${fn}()`, from: null };
   const byName = new Map(routine.params.map((p) => [p.name, p]));
+  if (args.kind === "direct") {
+    const named = args.values.map(([name, value]) => {
+      const p = byName.get(name)!;
+      const text = Array.isArray(value)
+        ? `array[${value.map(quoteLiteral).join(", ")}]`
+        : quoteLiteral(value);
+      return `${p.variadic ? "variadic " : ""}${quoteIdent(name)} := ${text}::${p.type}`;
+    });
+    return { call: `${fn}(${named.join(", ")})`, from: null };
+  }
+  if (args.keys.length === 0) return { call: `${fn}()`, from: null };
   const params = args.keys.map((k) => byName.get(k)!);
   const columns = params.map((p) => `${quoteIdent(p.name)} ${p.type}`).join(", ");
   const named = params.map((p) =>
@@ -65,7 +87,11 @@ function callParts(routine: Routine, args: CallArgs): { call: string; from: stri
   ).join(", ");
   return {
     call: `${fn}(${named})`,
-    from: `pg_catalog.json_to_record(${quoteLiteral(args.json)}::json) as pgrst_args(${columns})`,
+    from: `pg_catalog.json_to_record(${
+      args.firstElement
+        ? `pg_catalog.json_array_element(${quoteLiteral(args.json)}::json, 0)`
+        : `${quoteLiteral(args.json)}::json`
+    }) as pgrst_args(${columns})`,
   };
 }
 

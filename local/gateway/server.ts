@@ -3,10 +3,13 @@
  * Edge Runtime do for this project, in one Deno process on 127.0.0.1.
  *
  * - `/rest/v1/*`: CORS (preflight answered before auth, `Access-Control-Allow-Origin: *`
- *   on every answer), Kong's API-key check, PostgREST JWT auth, then RPC.
+ *   on every answer), Kong's API-key check (`_keys.ts`: an `apikey` header or
+ *   query parameter is required, and must be one of the project's publishable,
+ *   secret or legacy keys), PostgREST JWT auth (`_jwt.ts`: HS256 or JWKS), then RPC.
  * - `/functions/v1/<name>`: the function's handler (see `_functions_host.ts`).
  * - `/auth/v1/*`: a minimal Supabase Auth stand-in (password sign-in, refresh,
- *   user, logout; see `_auth.ts`), checked for an API key as Kong does.
+ *   user, logout; see `_auth.ts`), checked for an API key as Kong does, except
+ *   `/auth/v1/.well-known/jwks.json`, the public signing keys (public on hosted too).
  * - `/health`: 200 once the schema cache is loaded.
  *
  * @module
@@ -24,7 +27,8 @@ import {
 import { AuthApi } from "./_auth.ts";
 import { FunctionsHost } from "./_functions_host.ts";
 import { bearerToken, JwtVerifier } from "./_jwt.ts";
-import { Admission } from "./_pool.ts";
+import { type ApiKey, ApiKeys } from "./_keys.ts";
+import { Admission, RequestPool } from "./_pool.ts";
 import { handleRpc, type RpcContext } from "./_rpc.ts";
 import { SchemaCache } from "./_schema_cache.ts";
 import { SqlLiteralError } from "./_sql.ts";
@@ -74,6 +78,20 @@ function kongError(status: number, message: string, hint?: string): Response {
   });
 }
 
+/** Kong's key-auth answers (401) for a missing or unknown `apikey`. */
+const NO_API_KEY = () =>
+  kongError(
+    401,
+    "No API key found in request",
+    "No `apikey` request header or url param was found.",
+  );
+const INVALID_API_KEY = () =>
+  kongError(
+    401,
+    "Invalid API key",
+    "Double check your Supabase `anon` or `service_role` API key.",
+  );
+
 function safeDecode(segment: string): string | null {
   try {
     return decodeURIComponent(segment);
@@ -84,51 +102,41 @@ function safeDecode(segment: string): string | null {
 
 class RestApi {
   readonly #jwt: JwtVerifier;
+  readonly #keys: ApiKeys;
 
-  constructor(readonly config: GatewayConfig, readonly rpc: RpcContext) {
-    this.#jwt = new JwtVerifier(config.jwtSecret, config.anonRole);
-  }
-
-  async #validApiKey(key: string): Promise<boolean> {
-    if (this.config.apiKeys.includes(key)) return true;
-    try {
-      await this.#jwt.authenticate(key);
-      return true;
-    } catch {
-      return false;
-    }
+  constructor(readonly config: GatewayConfig, readonly rpc: RpcContext, keys: ApiKeys) {
+    this.#jwt = new JwtVerifier(config.jwtSecret, config.anonRole, config.jwks);
+    this.#keys = keys;
   }
 
   async handle(req: Request, url: URL, log: RequestLog): Promise<Response> {
     if (req.method === "OPTIONS") return preflight(req);
-    const authorization = req.headers.get("authorization");
+    // Kong's key-auth runs first and needs the apikey whatever else the request
+    // carries (a user JWT is not an API key).
     const apikey = req.headers.get("apikey") ?? url.searchParams.get("apikey");
-    if (apikey === null && authorization === null) {
-      return kongError(
-        401,
-        "No API key found in request",
-        "No `apikey` request header or url param was found.",
-      );
-    }
-    if (apikey !== null && !await this.#validApiKey(apikey)) {
-      return kongError(
-        401,
-        "Invalid API key",
-        "Double check your Supabase `anon` or `service_role` API key.",
-      );
-    }
+    if (apikey === null) return NO_API_KEY();
+    const key: ApiKey | null = this.#keys.resolve(apikey);
+    if (key === null) return INVALID_API_KEY();
+    const authorization = req.headers.get("authorization");
     try {
-      // Supabase's gateway forwards the API key as the bearer token when there is none.
-      const auth = await this.#jwt.authenticate(
-        authorization === null ? apikey : bearerToken(authorization),
-      );
+      // What Kong forwards: the key's JWT when there is no user token, else the user's.
+      const bearer = authorization === null ? undefined : bearerToken(authorization);
+      const forwarded = ApiKeys.forwardedBearer(key, apikey, bearer);
+      const auth = await this.#jwt.authenticate(forwarded);
       log.role = auth.role;
       const path = url.pathname.slice("/rest/v1".length);
       const rpc = /^\/rpc\/([^/]+)$/.exec(path);
       const fnName = rpc ? safeDecode(rpc[1]) : null;
       if (fnName !== null) {
         log.fn = fnName;
-        return await handleRpc(req, url, fnName, auth, this.rpc);
+        return await handleRpc(
+          req,
+          url,
+          fnName,
+          auth,
+          this.rpc,
+          forwarded !== bearer && forwarded !== null ? `Bearer ${forwarded}` : null,
+        );
       }
       if (path === "" || path === "/") {
         throw notImplemented("The local gateway serves no OpenAPI document");
@@ -177,12 +185,14 @@ interface RequestLog {
  */
 export async function serveGateway(options: GatewayOptions = {}): Promise<Gateway> {
   const config = await resolveConfig(options);
-  const sql = postgres(config.dbUrl, {
-    max: config.poolSize,
-    fetch_types: false, // results are text/int only; skips a catalog query per connection
-    onnotice: () => {},
-    connection: { application_name: "local-gateway" },
-  });
+  const pool = new RequestPool(() =>
+    postgres(config.dbUrl, {
+      max: config.poolSize,
+      fetch_types: false, // results are text/int only; skips a catalog query per connection
+      onnotice: () => {},
+      connection: { application_name: "local-gateway" },
+    })
+  );
   const meta = postgres(config.dbUrl, {
     max: 1,
     onnotice: () => {},
@@ -200,7 +210,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
     await cache.listen((err) => console.error("Schema cache reload failed:", err));
   } catch (err) {
     await Promise.allSettled([
-      sql.end({ timeout: 1 }),
+      pool.end(1),
       meta.end({ timeout: 1 }),
       authSql.end({ timeout: 1 }),
     ]);
@@ -208,7 +218,8 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
   }
 
   const admission = new Admission(config.poolSize, config.maxQueue, config.queueTimeoutMs);
-  const rest = new RestApi(config, { config, sql, cache, admission });
+  const keys = new ApiKeys(config.keys);
+  const rest = new RestApi(config, { config, pool, cache, admission }, keys);
   const functions = new FunctionsHost(config);
   let baseUrl = "";
   const auth = new AuthApi(authSql, config.jwtSecret, () => baseUrl);
@@ -225,21 +236,24 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
         res = await functions.handle(req, url);
       } else if (url.pathname === "/rest/v1" || url.pathname.startsWith("/rest/v1/")) {
         res = withCors(await rest.handle(req, url, log));
+      } else if (
+        url.pathname === "/auth/v1/.well-known/jwks.json" && !(config.jwks instanceof URL)
+      ) {
+        // Public, as on hosted: anyone may fetch the keys that verify tokens.
+        res = withCors(
+          req.method === "OPTIONS" ? preflight(req) : Response.json(config.jwks, {
+            headers: { "Cache-Control": "public, max-age=600" },
+          }),
+        );
       } else if (url.pathname.startsWith("/auth/v1/")) {
         const apikey = req.headers.get("apikey") ?? url.searchParams.get("apikey");
         res = withCors(
-          req.method === "OPTIONS" ? preflight(req) : apikey === null
-            ? kongError(
-              401,
-              "No API key found in request",
-              "No `apikey` request header or url param was found.",
-            )
-            : !config.apiKeys.includes(apikey)
-            ? kongError(
-              401,
-              "Invalid API key",
-              "Double check your Supabase `anon` or `service_role` API key.",
-            )
+          req.method === "OPTIONS"
+            ? preflight(req)
+            : apikey === null
+            ? NO_API_KEY()
+            : keys.resolve(apikey) === null
+            ? INVALID_API_KEY()
             : await auth.handle(req, url),
         );
         // GoTrue's own CORS exposes its API version header, which supabase-js reads.
@@ -287,7 +301,7 @@ export async function serveGateway(options: GatewayOptions = {}): Promise<Gatewa
         await functions.stopAll();
         await cache.close();
         await Promise.allSettled([
-          sql.end({ timeout: 5 }),
+          pool.end(5),
           meta.end({ timeout: 5 }),
           authSql.end({ timeout: 5 }),
         ]);

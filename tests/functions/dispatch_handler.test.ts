@@ -5,7 +5,14 @@
  * the verdict it reports for each kind of WhatsApp answer.
  */
 import assert from "node:assert/strict";
-import { ANON_KEY, SERVICE_ROLE_KEY } from "../../local/env.ts";
+import {
+  ANON_KEY,
+  localJwks,
+  mintJwt,
+  PUBLISHABLE_KEY,
+  SECRET_KEY,
+  SERVICE_ROLE_KEY,
+} from "../../local/env.ts";
 import {
   type FakeWaba,
   type FakeWabaConfigPatch,
@@ -22,13 +29,26 @@ import { adminShutdown, FakeQueue, message, messages } from "./_fakes.ts";
 
 const TOKEN = "dispatch-test-token";
 
+/** The keys a hosted project gives every function (supabase.com/docs/guides/functions/secrets). */
+const PLATFORM_ENV: Record<string, string> = {
+  SUPABASE_ANON_KEY: ANON_KEY,
+  SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
+  SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: PUBLISHABLE_KEY }),
+  SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET_KEY }),
+  SUPABASE_JWKS: JSON.stringify(await localJwks()),
+};
+
 /** Runs `fn` with a fake WhatsApp API (no limits, no webhooks unless patched). */
 async function withFake(
   patch: FakeWabaConfigPatch,
   fn: (fake: FakeWaba, env: (name: string) => string | undefined) => Promise<void>,
 ): Promise<void> {
   const fake = await startFakeWaba({ accessToken: TOKEN, mps: 0, pairSpacingMs: 0, ...patch });
-  const vars: Record<string, string> = { WABA_ACCESS_TOKEN: TOKEN, WABA_BASE_URL: fake.url };
+  const vars: Record<string, string> = {
+    WABA_ACCESS_TOKEN: TOKEN,
+    WABA_BASE_URL: fake.url,
+    ...PLATFORM_ENV,
+  };
   try {
     await fn(fake, (name) => vars[name]);
   } finally {
@@ -52,11 +72,12 @@ function runOptions(overrides: Partial<RunOptions> = {}): RunOptions {
 
 function trigger(
   query = "",
-  init: { key?: string | null; body?: string; method?: string } = {},
+  init: { key?: string | null; apikey?: string; body?: string; method?: string } = {},
 ): Request {
   const headers: Record<string, string> = { "content-type": "application/json" };
   const key = init.key === undefined ? SERVICE_ROLE_KEY : init.key;
   if (key !== null) headers.authorization = `Bearer ${key}`;
+  if (init.apikey !== undefined) headers.apikey = init.apikey;
   return new Request(`http://localhost/dispatch${query}`, {
     method: init.method ?? "POST",
     headers,
@@ -126,15 +147,47 @@ Deno.test("dispatch ?wait=1 runs in the foreground and answers with the run summ
   });
 });
 
-Deno.test("dispatch refuses callers without the service_role key, other methods and bad options", async () => {
+Deno.test("dispatch takes pg_cron's call with either key style: sb_secret_ as apikey, or the legacy JWT", async () => {
+  await withFake({}, async (_fake, env) => {
+    const handler = createDispatchHandler({ env, queueFor: () => new FakeQueue([]) });
+    // app.invoke_dispatch: the Vault key as apikey, and as bearer only when it is a JWT.
+    const cronNew = await handler(
+      trigger("?wait=1&idle_exit_ms=0", { key: null, apikey: SECRET_KEY }),
+    );
+    assert.equal(cronNew.status, 200, await cronNew.clone().text());
+    await cronNew.body?.cancel();
+    const cronLegacy = await handler(
+      trigger("?wait=1&idle_exit_ms=0", { key: SERVICE_ROLE_KEY, apikey: SERVICE_ROLE_KEY }),
+    );
+    assert.equal(cronLegacy.status, 200);
+    await cronLegacy.body?.cancel();
+    const es256 = await mintJwt({ role: "service_role" }, { alg: "ES256" });
+    const viaJwt = await handler(trigger("?wait=1&idle_exit_ms=0", { key: es256 }));
+    assert.equal(viaJwt.status, 200, "a service_role JWT verified against SUPABASE_JWKS");
+    await viaJwt.body?.cancel();
+  });
+});
+
+Deno.test("dispatch refuses callers without the service key, other methods and bad options", async () => {
   await withFake({}, async (_fake, env) => {
     const queue = new FakeQueue(messages(1));
     const handler = createDispatchHandler({ env, queueFor: () => queue });
     const anon = await handler(trigger("", { key: ANON_KEY }));
     assert.equal(anon.status, 403);
     assert.match((await anon.json()).message, /role is "anon"/);
-    assert.equal((await handler(trigger("", { key: null }))).status, 403);
-    assert.equal((await handler(trigger("", { key: "not-a-jwt" }))).status, 403);
+    const publishable = await handler(trigger("", { key: null, apikey: PUBLISHABLE_KEY }));
+    assert.equal(publishable.status, 403);
+    await publishable.body?.cancel();
+    const user = await handler(trigger("", { key: await mintJwt({ sub: "u" }, { alg: "ES256" }) }));
+    assert.equal(user.status, 403);
+    assert.match((await user.json()).message, /role is "authenticated"/);
+    // The payload of a real service_role key on a token signed by someone else: refused.
+    const forged = await mintJwt({ role: "service_role" }, { secret: "x".repeat(40) });
+    for (const key of [null, "not-a-jwt", forged, `${SECRET_KEY}x`]) {
+      const res = await handler(trigger("", { key }));
+      assert.equal(res.status, 401, String(key));
+      assert.equal((await res.json()).error, "unauthorized");
+    }
     assert.equal((await handler(trigger("", { method: "GET" }))).status, 405);
     for (
       const [query, body] of [

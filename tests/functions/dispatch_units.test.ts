@@ -3,11 +3,9 @@
  * WhatsApp settings and their local defaults, and the verdict table.
  */
 import assert from "node:assert/strict";
-import { SERVICE_ROLE_KEY } from "../../local/env.ts";
 import * as localEnv from "../../local/env.ts";
 // Unit tests of the dispatch function's private modules (the module under test, as in Deno std).
 import {
-  callerRole,
   DISPATCH_DEFAULTS,
   parseTrigger,
   TriggerError,
@@ -52,15 +50,6 @@ Deno.test("parseTrigger() rejects out-of-range options (400) and a broken enviro
     parseTrigger(post(""), (n) => n === "DISPATCH_CONCURRENCY" ? "lots" : undefined),
     (e) => e instanceof TriggerError && e.status === 500 && /DISPATCH_CONCURRENCY/.test(e.message),
   );
-});
-
-Deno.test("callerRole() reads the role claim of the bearer JWT", async () => {
-  const withKey = (key: string) =>
-    new Request("http://x", { headers: { authorization: `Bearer ${key}` } });
-  assert.equal(callerRole(withKey(SERVICE_ROLE_KEY)), "service_role");
-  assert.equal(callerRole(withKey(await localEnv.mintJwt({ sub: "u" }))), "authenticated");
-  assert.equal(callerRole(withKey("a.b.c")), null);
-  assert.equal(callerRole(new Request("http://x")), null);
 });
 
 Deno.test("wabaConfigFromEnv() falls back to the local stack only with LOCAL_STACK=1", () => {

@@ -40,12 +40,14 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 }
 
 /**
- * A supabase-js client as an app would create it, pointed at the gateway.
- * `accessToken` becomes `Authorization: Bearer …` (a signed-in user); without
- * it supabase-js sends the anon key, as in a browser before sign-in.
+ * A supabase-js client as an app would create it, pointed at the gateway, with
+ * `key` as its API key (default the legacy anon key; `PUBLISHABLE_KEY` or
+ * `SECRET_KEY` for today's keys). `accessToken` becomes `Authorization: Bearer …`
+ * (a signed-in user); without it supabase-js sends the key as the bearer too,
+ * as in a browser before sign-in.
  */
-export function client(url: string, accessToken?: string) {
-  return createClient(url, ANON_KEY, {
+export function client(url: string, accessToken?: string, key: string = ANON_KEY) {
+  return createClient(url, key, {
     db: { schema: "api" },
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
     global: accessToken ? { headers: { Authorization: `Bearer ${accessToken}` } } : {},

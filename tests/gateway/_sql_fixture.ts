@@ -25,6 +25,9 @@ drop function if exists api.gw_test_over(text);
 drop function if exists api.gw_test_count(integer[]);
 drop function if exists api.gw_test_late_a();
 drop function if exists api.gw_test_late_b();
+drop function if exists api.gw_test_doc(jsonb);
+drop function if exists api.gw_test_defaults(integer);
+drop function if exists api.gw_test_variadic(integer[]);
 drop sequence if exists api.gw_test_seq;
 `;
 
@@ -73,6 +76,7 @@ language sql stable as $$
     'headers', current_setting('request.headers', true)::jsonb,
     'method', current_setting('request.method', true),
     'path', current_setting('request.path', true),
+    'cookies', current_setting('request.cookies', true)::jsonb,
     'uid', auth.uid(),
     'read_only', current_setting('transaction_read_only'),
     'statement_timeout', current_setting('statement_timeout'))
@@ -117,7 +121,19 @@ create function api.gw_test_over(a text) returns text language sql immutable as 
 create function api.gw_test_count(vals integer[]) returns integer
 language sql immutable as $$ select coalesce(array_length(vals, 1), 0) $$;
 
+-- a named jsonb parameter: over GET its text is cast to jsonb, as PostgREST binds it
+create function api.gw_test_doc(doc jsonb) returns jsonb
+language sql stable as $$ select jsonb_build_object('type', jsonb_typeof(doc), 'doc', doc) $$;
+
+-- only optional parameters: what a body without arguments reaches
+create function api.gw_test_defaults(n integer default 7) returns integer
+language sql immutable as $$ select n $$;
+
+create function api.gw_test_variadic(variadic vals integer[]) returns integer
+language sql immutable as $$ select coalesce(array_length(vals, 1), 0) $$;
+
 grant execute on function
+  api.gw_test_doc(jsonb), api.gw_test_defaults(integer), api.gw_test_variadic(integer[]),
   api.gw_test_add(integer, integer), api.gw_test_pair(integer), api.gw_test_rows(integer),
   api.gw_test_ints(integer), api.gw_test_void(text), api.gw_test_bump(), api.gw_test_pure(),
   api.gw_test_json(jsonb), api.gw_test_whoami(), api.gw_test_raise(text),

@@ -372,7 +372,7 @@ Deno.test("gateway behaves like PostgREST for supabase-js RPC calls", async (t) 
     );
 
     await t.step(
-      "the API key gate: no apikey and no Authorization is 401; an unknown apikey is 401",
+      "the API key gate: no apikey is 401, with or without a JWT; an unknown apikey is 401",
       async () => {
         const none = await request(rpcUrl("gw_test_add", "?a=1"));
         assert.equal(none.status, 401);
@@ -380,6 +380,10 @@ Deno.test("gateway behaves like PostgREST for supabase-js RPC calls", async (t) 
           message: "No API key found in request",
           hint: "No `apikey` request header or url param was found.",
         });
+        const jwtOnly = await request(rpcUrl("gw_test_add", "?a=1"), {
+          headers: { Authorization: `Bearer ${userJwt}` },
+        });
+        assert.deepEqual([jwtOnly.status, jwtOnly.json], [401, none.json]);
         const wrong = await request(rpcUrl("gw_test_add", "?a=1"), { headers: { apikey: "nope" } });
         assert.equal(wrong.status, 401);
         assert.equal((wrong.json as { message: string }).message, "Invalid API key");

@@ -1,11 +1,12 @@
 /**
- * Unit-level rules of the gateway: PostgREST's SQLSTATE → HTTP table and the
- * SQL literal quoting the one-round-trip statement relies on.
+ * Unit-level rules of the gateway: PostgREST's SQLSTATE → HTTP table, the SQL
+ * literal quoting the one-round-trip statement relies on, and the nesting scan.
  */
 import assert from "node:assert/strict";
 // Unit tests of the gateway's private modules (the one module under test, as in Deno std).
 import { pgErrorStatus } from "../../local/gateway/_errors.ts";
 import { quoteIdent, quoteLiteral, SqlLiteralError } from "../../local/gateway/_sql.ts";
+import { arrayDimensions, nestingDepth } from "../../local/gateway/_nesting.ts";
 import { withSuperuser } from "./_helpers.ts";
 
 Deno.test("pgErrorStatus() follows PostgREST's SQLSTATE → HTTP status table", () => {
@@ -35,6 +36,8 @@ Deno.test("pgErrorStatus() follows PostgREST's SQLSTATE → HTTP status table", 
     ["54000", "program limit exceeded", true, 500],
     ["57014", "canceling statement due to statement timeout", true, 500],
     ["57P01", "terminating connection", true, 503],
+    ["57P02", "crash of another server process", true, 503], // PostgREST: 500 (see _errors.ts)
+    ["57P03", "the database system is starting up", true, 503],
     ["P0001", "raise exception", true, 400],
     ["P0002", "no data found", true, 500],
     ["PT402", "payment required", true, 402],
@@ -76,4 +79,19 @@ Deno.test("quoteLiteral() round-trips hostile strings, whatever standard_conform
     assert.equal(row['we"ird'], 1);
   });
   assert.throws(() => quoteLiteral("nul\0byte"), SqlLiteralError);
+});
+
+Deno.test("nestingDepth() counts brackets outside strings, iteratively, and stops past the limit", () => {
+  assert.equal(nestingDepth('{"a":[1,[2]]}', "json"), 3);
+  assert.equal(nestingDepth('"[[[[" ', "json"), 0);
+  assert.equal(
+    nestingDepth('["\\"[[", [1]]', "json"),
+    2,
+    "an escaped quote does not end the string",
+  );
+  assert.equal(nestingDepth("{{1,2},{3,4}}", "array"), 2);
+  assert.equal(nestingDepth('{"{{{",{1}}', "array"), 2, "quoted elements of an array literal");
+  assert.equal(nestingDepth("[".repeat(1_000_000), "json", 64), 65, "no stack, no full scan");
+  assert.equal(arrayDimensions([[1, 2], [3, [4]]]), 3);
+  assert.equal(arrayDimensions([{ a: [[1]] }]), 1, "objects stop the count");
 });
