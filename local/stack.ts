@@ -20,6 +20,8 @@ import {
   DB_URL,
   FAKE_WABA_URL,
   mintJwt,
+  PUBLISHABLE_KEY,
+  SECRET_KEY,
   SERVICE_ROLE_KEY,
   WABA_ACCESS_TOKEN,
   WABA_APP_SECRET,
@@ -167,14 +169,14 @@ export async function start(opts: { quiet?: boolean } = {}): Promise<void> {
 /**
  * The Vault secrets the dispatch tick reads (`app.invoke_dispatch`), as the
  * deploy guide has an operator create them on Supabase: the project URL (here,
- * the gateway's) and the service key.
+ * the gateway's) and the project's secret key (`sb_secret_…`, sent as `apikey`).
  */
 async function storeVaultSecrets(): Promise<void> {
   await cluster.psql([
     "-v",
     `url=${API_URL}`,
     "-v",
-    `key=${SERVICE_ROLE_KEY}`,
+    `key=${SECRET_KEY}`,
     "-f",
     join(cluster.ROOT, "sql", "local_vault_secrets.sql"),
   ]);
@@ -226,22 +228,24 @@ Local stack is up (${(elapsedMs / 1000).toFixed(1)} s).
           DB URL: ${DB_URL}
    Fake WhatsApp: ${FAKE_WABA_URL}
      Station PWA: ${STATION_URL}/   (sign in as operator@demo.local / operator-demo-password)
-      JWT secret: super-secret-jwt-token-with-at-least-32-characters-long
-        anon key: ${ANON_KEY}
-service_role key: ${SERVICE_ROLE_KEY}
+      JWT secret: super-secret-jwt-token-with-at-least-32-characters-long (and ES256 keys: /auth/v1/.well-known/jwks.json)
+ publishable key: ${PUBLISHABLE_KEY}
+      secret key: ${SECRET_KEY}
+ legacy anon key: ${ANON_KEY}
+legacy svc. role: ${SERVICE_ROLE_KEY}
 
 Try it (a demo station operator token, valid 24 h; \`deno task token admin|operator\` mints more):
 
-export ANON_KEY=${ANON_KEY}
+export PUBLISHABLE_KEY=${PUBLISHABLE_KEY}
 export OPERATOR_JWT=${operatorJwt}
 curl -s ${API_URL}/rest/v1/rpc/preview_voucher \\
-  -H "apikey: $ANON_KEY" -H "Authorization: Bearer $OPERATOR_JWT" \\
+  -H "apikey: $PUBLISHABLE_KEY" -H "Authorization: Bearer $OPERATOR_JWT" \\
   -H "Content-Profile: api" -H "Content-Type: application/json" \\
   -d '{"code": "${demoCode}"}'
 
 // supabase-js
 import { createClient } from "@supabase/supabase-js";
-const supabase = createClient("${API_URL}", ANON_KEY, {
+const supabase = createClient("${API_URL}", PUBLISHABLE_KEY, {
   global: { headers: { Authorization: \`Bearer \${OPERATOR_JWT}\` } },
 });
 const { data, error } = await supabase.schema("api").rpc("preview_voucher", { code: "${demoCode}" });

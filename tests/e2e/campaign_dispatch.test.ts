@@ -89,7 +89,7 @@ Deno.test({
       );
       await waitUntil(
         async () => (await campaignStats(stack, fx.campaignId)).messages.read === TARGETS,
-        20_000,
+        60_000, // the webhooks trail the sends; generous for a loaded machine
         "every message to be read",
       );
 
