@@ -1498,6 +1498,8 @@ CREATE FUNCTION app.claim_channel_messages(channel_id uuid, max_messages integer
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
     SET enable_bitmapscan TO 'off'
+    SET enable_sort TO 'off'
+    SET jit TO 'off'
     AS $$
 declare
   channel app.channels;
