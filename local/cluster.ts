@@ -14,6 +14,10 @@
  * Postgres refuses to run as root, so when we are root every server command runs
  * as the `postgres` OS user that Debian's package creates.
  *
+ * The server helpers (serverPaths, initdb, startServer, stopServer…) take the
+ * server's paths and bin directory, so local/pg17.ts runs its Postgres 17
+ * check cluster with them.
+ *
  * @module
  */
 import { dirname, join } from "node:path";
@@ -42,9 +46,6 @@ export const CLI_DB_URL = `${DB_URL}?sslmode=disable`;
 /** The role the API gateway logs in as, as PostgREST does on Supabase. */
 export const AUTHENTICATOR_URL =
   `postgresql://authenticator:postgres@127.0.0.1:${PG_PORT}/postgres`;
-
-/** Where the server keeps its files; see serverPaths(). */
-const SERVER_LINK = join(LOCAL_DIR, "server");
 
 /** Debian packages the cluster needs, beyond the PostgreSQL 15 server itself. */
 export const DEBIAN_PACKAGES = [
@@ -80,7 +81,8 @@ export async function run(
   return stdout;
 }
 
-async function exists(path: string): Promise<boolean> {
+/** True when `path` exists (a dangling symlink does not). */
+export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;
@@ -134,43 +136,57 @@ async function postgresCanReach(path: string): Promise<boolean> {
   return !isRoot || await succeedsAsPostgres(["test", "-x", path]);
 }
 
-interface ServerPaths {
+/** Where a server keeps its files; see serverPaths(). */
+export interface ServerPaths {
+  /** The directory holding the three below (and whatever else belongs to this server). */
+  base: string;
   dataDir: string;
   socketDir: string;
   logFile: string;
 }
 
-let paths: ServerPaths | undefined;
+const pathsByName = new Map<string, ServerPaths>();
 
 /**
- * The server's data directory, socket directory and log. Normally under
- * `.local/server/`; when the checkout sits where the postgres OS user cannot
- * enter (e.g. under /root), they live in /var/lib/voucher-platform/<hash of the
- * checkout path> and `.local/server` is a symlink to it, for humans.
+ * A server's data directory, socket directory and log. Normally under
+ * `.local/<name>/` (`.local/server/` for this cluster); when the checkout sits
+ * where the postgres OS user cannot enter (e.g. under /root), they live in
+ * /var/lib/voucher-platform/<hash of the checkout path>[-<name>] and
+ * `.local/<name>` is a symlink to it, for humans.
+ *
+ * @example Another cluster of this checkout (local/pg17.ts)
+ * ```ts
+ * const { dataDir } = await serverPaths("pg17"); // .local/pg17/pgdata
+ * ```
  */
-async function serverPaths(): Promise<ServerPaths> {
-  if (paths) return paths;
+export async function serverPaths(name = "server"): Promise<ServerPaths> {
+  const known = pathsByName.get(name);
+  if (known) return known;
   await Deno.mkdir(LOCAL_DIR, { recursive: true });
-  let base = SERVER_LINK;
+  const link = join(LOCAL_DIR, name);
+  let base = link;
   if (isRoot && !(await postgresCanReach(LOCAL_DIR))) {
     const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(ROOT));
     const key = Array.from(new Uint8Array(digest).slice(0, 6))
       .map((b) => b.toString(16).padStart(2, "0")).join("");
-    base = `/var/lib/voucher-platform/${key}`;
+    base = `/var/lib/voucher-platform/${key}${name === "server" ? "" : `-${name}`}`;
     await Deno.mkdir(base, { recursive: true });
     await run(["chown", "postgres:postgres", "/var/lib/voucher-platform", base]);
-    if (!(await exists(SERVER_LINK))) await Deno.symlink(base, SERVER_LINK);
+    if (!(await exists(link))) await Deno.symlink(base, link);
   }
-  paths = {
+  const paths = {
+    base,
     dataDir: join(base, "pgdata"),
     socketDir: join(base, "run"),
     logFile: join(base, "postgres.log"),
   };
+  pathsByName.set(name, paths);
   return paths;
 }
 
-async function prepareDirectories(): Promise<ServerPaths> {
-  const p = await serverPaths();
+/** Creates a server's data and socket directories and its log, owned by the postgres OS user. */
+export async function prepareDirectories(name = "server"): Promise<ServerPaths> {
+  const p = await serverPaths(name);
   for (const dir of [p.dataDir, p.socketDir]) {
     await Deno.mkdir(dir, { recursive: true });
     if (isRoot) await run(["chown", "postgres:postgres", dir]);
@@ -219,13 +235,22 @@ export async function isInitialised(): Promise<boolean> {
   return await exists(join((await serverPaths()).dataDir, "PG_VERSION"));
 }
 
-async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
+/**
+ * Creates a cluster owned by the bootstrap superuser `supabase_admin` (password
+ * `postgres`, trust on the socket, scram-sha-256 over TCP) with `bin`'s initdb,
+ * and appends `conf` to its postgresql.conf.
+ */
+export async function initdb(
+  { dataDir, socketDir }: ServerPaths,
+  bin = PG_BIN,
+  conf = settings(socketDir),
+): Promise<void> {
   console.log(`Creating cluster in ${dataDir}`);
   const pwfile = join(socketDir, "pwfile");
   await Deno.writeTextFile(pwfile, "postgres\n");
   if (isRoot) await run(["chown", "postgres:postgres", pwfile]);
   await run([
-    join(PG_BIN, "initdb"),
+    join(bin, "initdb"),
     "-D",
     dataDir,
     "-U",
@@ -239,19 +264,24 @@ async function initdb({ dataDir, socketDir }: ServerPaths): Promise<void> {
     "--locale=C.UTF-8",
   ], { asPostgres: true, quiet: true });
   await Deno.remove(pwfile);
-  await Deno.writeTextFile(join(dataDir, "postgresql.conf"), settings(socketDir), { append: true });
+  await Deno.writeTextFile(join(dataDir, "postgresql.conf"), conf, { append: true });
 }
 
 /** True when this checkout's server is running (not merely something on the port). */
 export async function isRunning(): Promise<boolean> {
-  if (!(await isInitialised())) return false;
-  const { dataDir } = await serverPaths();
-  return await succeedsAsPostgres([join(PG_BIN, "pg_ctl"), "-D", dataDir, "status"]);
+  return await serverRunning(await serverPaths());
 }
 
-/** Starts the server (idempotent), recovering from a stale postmaster.pid after a crash. */
-async function startServer({ dataDir, logFile }: ServerPaths): Promise<void> {
-  if (await isRunning()) return;
+/** True when the server in `p.dataDir` is running; `bin` holds its pg_ctl. */
+export async function serverRunning(p: ServerPaths, bin = PG_BIN): Promise<boolean> {
+  if (!(await exists(join(p.dataDir, "PG_VERSION")))) return false;
+  return await succeedsAsPostgres([join(bin, "pg_ctl"), "-D", p.dataDir, "status"]);
+}
+
+/** Starts a server (idempotent), recovering from a stale postmaster.pid after a crash. */
+export async function startServer(p: ServerPaths, bin = PG_BIN): Promise<void> {
+  const { dataDir, logFile } = p;
+  if (await serverRunning(p, bin)) return;
   const pidFile = join(dataDir, "postmaster.pid");
   if (await exists(pidFile)) {
     const pid = Number((await Deno.readTextFile(pidFile)).split("\n")[0]);
@@ -263,7 +293,7 @@ async function startServer({ dataDir, logFile }: ServerPaths): Promise<void> {
     if (!alive) await Deno.remove(pidFile);
   }
   await run([
-    join(PG_BIN, "pg_ctl"),
+    join(bin, "pg_ctl"),
     "-D",
     dataDir,
     "-l",
@@ -348,10 +378,13 @@ export async function up(): Promise<void> {
 }
 
 export async function down(): Promise<void> {
-  if (!(await isInitialised())) return;
-  if (!(await isRunning())) return;
-  const { dataDir } = await serverPaths();
-  await run([join(PG_BIN, "pg_ctl"), "-D", dataDir, "-m", "fast", "-w", "stop"], {
+  await stopServer(await serverPaths());
+}
+
+/** Stops a server if it runs (fast shutdown: sessions are disconnected). */
+export async function stopServer(p: ServerPaths, bin = PG_BIN): Promise<void> {
+  if (!(await serverRunning(p, bin))) return;
+  await run([join(bin, "pg_ctl"), "-D", p.dataDir, "-m", "fast", "-w", "stop"], {
     asPostgres: true,
     quiet: true,
   });

@@ -59,7 +59,17 @@ grant usage on schema extensions to anon, authenticated, service_role;
 create extension if not exists pgcrypto with schema extensions;
 create extension if not exists pg_stat_statements with schema extensions;
 create extension if not exists pgtap with schema extensions;
-create extension if not exists plpgsql_check with schema extensions;
+-- plpgsql_check is a C extension built for the local Postgres 15 only: the
+-- Postgres 17 check cluster (local/pg17.ts) has no build of it, so it is created
+-- where the server offers it, which the local 15 cluster always does. Nothing in
+-- the migrations uses it; `supabase db lint` does, and runs on 15.
+do $$
+begin
+  if exists (select from pg_available_extensions where name = 'plpgsql_check') then
+    create extension if not exists plpgsql_check with schema extensions;
+  end if;
+end
+$$;
 create extension if not exists pg_cron with schema pg_catalog;
 grant execute on all functions in schema extensions to postgres;
 

@@ -8,7 +8,10 @@
  * 4. `supabase db lint` (plpgsql_check over `app` and `api`, fails on errors),
  * 5. `tsc` over the k6 entry files against `@types/k6` (installed under perf/k6),
  * 6. pgTAP: every `tests/db/*.test.sql` through `pg_prove`,
- * 7. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke, and
+ * 7. pgTAP on 17: the same specs on a throwaway Postgres 17 cluster
+ *    (local/pg17.ts) after the platform bootstrap and every migration, as
+ *    hosted Supabase creates new projects on 17; the cluster is stopped after,
+ * 8. Deno tests under `tests/` (unit, gateway contract, end-to-end, perf smoke, and
  *    the station PWA in headless Chromium through playwright-core),
  *
  * then prints one closing line `N passed, N failed` counting every assertion
@@ -20,11 +23,14 @@ import { join } from "node:path";
 import { CLI_DB_URL, DB_URL, ROOT, supabaseCli } from "../local/cluster.ts";
 import { checkSchemaDump } from "../local/schema_dump.ts";
 import { start } from "../local/stack.ts";
+import * as pg17 from "../local/pg17.ts";
 
 interface Tally {
   suite: string;
   passed: number;
   failed: number;
+  /** pgTAP's skip(): counted as passed, as pg_prove does, and shown beside the tally. */
+  skipped?: number;
 }
 
 async function exec(
@@ -115,19 +121,46 @@ async function k6Types(): Promise<Tally> {
   return { suite: "k6 types", passed: code === 0 ? 1 : 0, failed: code === 0 ? 0 : 1 };
 }
 
-async function pgTap(): Promise<Tally> {
-  console.log("\n== pgTAP (tests/db) ==");
+/** Every `tests/db/*.test.sql` through pg_prove against `dbUrl`: one test per assertion. */
+async function prove(suite: string, dbUrl: string): Promise<Tally> {
   const files = [];
   for await (const entry of Deno.readDir(join(ROOT, "tests", "db"))) {
     if (entry.name.endsWith(".test.sql")) files.push(join("tests", "db", entry.name));
   }
   files.sort();
-  const { code, out } = await exec(["pg_prove", "--verbose", "-d", DB_URL, ...files]);
+  const { code, out } = await exec(["pg_prove", "--verbose", "-d", dbUrl, ...files]);
   const passed = (out.match(/^\s*ok \d+/gm) ?? []).length;
+  const skipped = (out.match(/^\s*ok \d+.*# skip/gim) ?? []).length;
   let failed = (out.match(/^\s*not ok \d+/gm) ?? []).length;
   // A file that dies before its plan completes (or bad plan) fails without "not ok" lines.
   if (code !== 0 && failed === 0) failed = 1;
-  return { suite: "pgTAP", passed, failed };
+  return { suite, passed, failed, skipped };
+}
+
+async function pgTap(): Promise<Tally> {
+  console.log("\n== pgTAP (tests/db) ==");
+  return await prove("pgTAP", DB_URL);
+}
+
+/**
+ * The same specs on Postgres 17 (local/pg17.ts): create or start the cluster,
+ * apply the bootstrap and every migration (a failure there is one failed test),
+ * run the specs, stop the cluster. Prints how long it took.
+ */
+async function pgTap17(): Promise<Tally> {
+  const suite = "pgTAP on 17";
+  console.log(`\n== pgTAP on Postgres 17 (tests/db on local/pg17.ts, port ${pg17.PG17_PORT}) ==`);
+  const started = performance.now();
+  try {
+    await pg17.up();
+    return await prove(suite, pg17.PG17_DB_URL);
+  } catch (error) {
+    console.log(`The Postgres 17 cluster could not be brought up with every migration:\n${error}`);
+    return { suite, passed: 0, failed: 1 };
+  } finally {
+    await pg17.down();
+    console.log(`(Postgres 17 check: ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  }
 }
 
 async function denoTests(): Promise<Tally> {
@@ -151,11 +184,13 @@ if (import.meta.main) {
     await dbLint(),
     await k6Types(),
     await pgTap(),
+    await pgTap17(),
     await denoTests(),
   ];
   console.log("");
   for (const t of tallies) {
-    console.log(`${t.suite.padEnd(10)} ${t.passed} passed, ${t.failed} failed`);
+    const skipped = t.skipped ? ` (${t.skipped} skipped)` : "";
+    console.log(`${t.suite.padEnd(11)} ${t.passed} passed, ${t.failed} failed${skipped}`);
   }
   const passed = tallies.reduce((n, t) => n + t.passed, 0);
   const failed = tallies.reduce((n, t) => n + t.failed, 0);
