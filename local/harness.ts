@@ -48,6 +48,7 @@ import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { ANON_KEY, API_URL, DB_URL, FAKE_WABA_URL, SERVICE_ROLE_KEY } from "./env.ts";
 import type { FakeWabaConfig, FakeWabaConfigPatch, RecordedMessage } from "./fake_waba/mod.ts";
 import type { RunSummary } from "../functions/dispatch/handler.ts";
+import { WabaErrorRules, WabaErrorRuleSchema } from "../functions/_shared/waba_errors.ts";
 
 export { DB_URL, FAKE_WABA_URL };
 export type { RunSummary };
@@ -55,6 +56,22 @@ export type { RunSummary };
 /** A superuser connection for fixtures and assertions; close it with `await sql.end()`. */
 export function superuser(max = 4): postgres.Sql {
   return postgres(DB_URL, { max, onnotice: () => {} });
+}
+
+/**
+ * The WhatsApp error rules (`app.waba_error_rules`, the rows `api.waba_error_rules()`
+ * returns), read directly as the superuser: for tests and benchmarks that build a
+ * WhatsApp client or a sender outside the dispatch function.
+ *
+ * @example
+ * const rules = await loadErrorRules(sql);
+ * createSender(cfg, undefined, rules);
+ */
+export async function loadErrorRules(sql: postgres.Sql): Promise<WabaErrorRules> {
+  const rows = await sql`
+    select code, code_last, subcode, scope, action, reason, cooldown_seconds, title, source
+    from app.waba_error_rules`;
+  return new WabaErrorRules(rows.map((r) => WabaErrorRuleSchema.parse({ ...r })));
 }
 
 /**

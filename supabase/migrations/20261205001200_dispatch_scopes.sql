@@ -695,6 +695,9 @@ set search_path = ''
 as $$
 declare
   ev text := upper(trim(event));
+  -- Meta's own webhook examples spell some codes with a hyphen (en-US); campaigns
+  -- store the template code (en_US).
+  language text := replace(trim(template_language), '-', '_');
   pause_reason text;
   n integer := 0;
   action text := 'none';
@@ -709,7 +712,7 @@ begin
       format('template_name must be a WhatsApp template name, got "%s".', template_name), 400,
       jsonb_build_object('field', 'template_name'));
   end if;
-  if template_language is null or template_language !~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$' then
+  if language is null or language !~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$' then
     perform app.raise_error('invalid_template_event',
       format('template_language must be a language code such as en_US, got "%s".', template_language), 400,
       jsonb_build_object('field', 'template_language'));
@@ -728,12 +731,12 @@ begin
     when 'ARCHIVED' then 'template_removed'
   end;
   if pause_reason is not null then
-    n := app.pause_template_campaigns(null, waba_id, template_name, template_language, pause_reason,
-      format('WhatsApp reported template %s (%s) %s%s.', template_name, template_language, ev,
+    n := app.pause_template_campaigns(null, waba_id, template_name, language, pause_reason,
+      format('WhatsApp reported template %s (%s) %s%s.', template_name, language, ev,
              case when coalesce(reason, 'NONE') <> 'NONE' then ': ' || left(reason, 500) else '' end), true);
     action := 'paused';
   elsif ev in ('APPROVED', 'REINSTATED') then
-    n := app.resume_template_campaigns(waba_id, template_name, template_language);
+    n := app.resume_template_campaigns(waba_id, template_name, language);
     action := 'resumed';
   end if;
   return jsonb_build_object('event', ev, 'action', action, 'campaigns', n);

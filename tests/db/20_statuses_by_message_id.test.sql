@@ -4,7 +4,7 @@
 -- webhooks pause and resume the campaigns that send the template.
 begin;
 \ir helpers.sql
-select plan(26);
+select plan(27);
 
 create function tests.status(message_id bigint, wamid text, status text, extra jsonb default '{}') returns jsonb
 language plpgsql as $$
@@ -144,6 +144,9 @@ select app.transition_campaign(:'t1', 'paused') is not null as admin_paused \gse
 select tests.authenticate_as_service_role();
 select is(api.record_template_status('102290129340398', 'fuel_voucher', 'en', 'APPROVED') ->> 'campaigns', '0',
   'An approval never resumes a campaign an admin paused');
+select is(api.record_template_status('102290129340398', 'fuel_voucher', 'en-US', 'FLAGGED'),
+  '{"event": "FLAGGED", "action": "none", "campaigns": 0}'::jsonb,
+  'A language spelled with a hyphen (as in Meta''s examples) is read; FLAGGED changes nothing');
 select is(tests.error($$select api.record_template_status('102290129340398', 'Bad Name', 'en', 'PAUSED')$$)
           -> 'details' ->> 'field', 'template_name', 'A malformed template event is refused (invalid_template_event)');
 select tests.clear_authentication();
