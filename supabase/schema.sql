@@ -907,6 +907,9 @@ CREATE FUNCTION api.record_template_status(waba_id text, template_name text, tem
     AS $_$
 declare
   ev text := upper(trim(event));
+  -- Meta's own webhook examples spell some codes with a hyphen (en-US); campaigns
+  -- store the template code (en_US).
+  language text := replace(trim(template_language), '-', '_');
   pause_reason text;
   n integer := 0;
   action text := 'none';
@@ -921,7 +924,7 @@ begin
       format('template_name must be a WhatsApp template name, got "%s".', template_name), 400,
       jsonb_build_object('field', 'template_name'));
   end if;
-  if template_language is null or template_language !~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$' then
+  if language is null or language !~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$' then
     perform app.raise_error('invalid_template_event',
       format('template_language must be a language code such as en_US, got "%s".', template_language), 400,
       jsonb_build_object('field', 'template_language'));
@@ -940,12 +943,12 @@ begin
     when 'ARCHIVED' then 'template_removed'
   end;
   if pause_reason is not null then
-    n := app.pause_template_campaigns(null, waba_id, template_name, template_language, pause_reason,
-      format('WhatsApp reported template %s (%s) %s%s.', template_name, template_language, ev,
+    n := app.pause_template_campaigns(null, waba_id, template_name, language, pause_reason,
+      format('WhatsApp reported template %s (%s) %s%s.', template_name, language, ev,
              case when coalesce(reason, 'NONE') <> 'NONE' then ': ' || left(reason, 500) else '' end), true);
     action := 'paused';
   elsif ev in ('APPROVED', 'REINSTATED') then
-    n := app.resume_template_campaigns(waba_id, template_name, template_language);
+    n := app.resume_template_campaigns(waba_id, template_name, language);
     action := 'resumed';
   end if;
   return jsonb_build_object('event', ev, 'action', action, 'campaigns', n);
@@ -1206,12 +1209,18 @@ begin
     where m.id = any (array(select t.message_id from decided t))
       and m.id = i.message_id
       and m.lease_owner = report_message_results.worker
-    returning m.status, m.channel_id, m.template_name, m.template_language, i.outcome, i.rule_action,
+    returning m.id, m.status, m.channel_id, m.template_name, m.template_language, i.outcome, i.rule_action,
               i.rule_reason, i.rule_cooldown, i.error_code, i.error_message
+  ), confirmed as (
+    -- A send a status webhook recorded first (the lease is gone, the wamid is the
+    -- same; the statement's snapshot predates `applied`, so those are not here).
+    select m.id, m.channel_id
+    from decided d join app.messages m on m.id = d.message_id
+    where d.outcome = 'sent' and m.wamid = d.sent_wamid and m.status in ('sent', 'delivered', 'read', 'failed')
   )
   select v.bad_idx, v.bad_reason,
-         (select count(*) from applied) as applied,
-         (select count(*) from applied a where a.status = 'sent') as sent,
+         (select count(*) from applied) + (select count(*) from confirmed) as applied,
+         (select count(*) from applied a where a.status = 'sent') + (select count(*) from confirmed) as sent,
          (select count(*) from applied a where a.outcome = 'retry' and a.status in ('queued', 'held')) as retried,
          (select count(*) from applied a where a.outcome = 'deferred' and a.status in ('queued', 'held')) as deferred,
          (select count(*) from applied a where a.status = 'failed') as failed,
@@ -1227,9 +1236,10 @@ begin
             where a.rule_action in ('throttle', 'pause_channel', 'pause_template')
             order by a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language) e)
            as effects,
-         (select array_agg(distinct a.channel_id) from applied a
-          where a.status = 'sent'
-            and not exists (select from applied b where b.channel_id = a.channel_id and b.rule_action = 'throttle'))
+         (select array_agg(distinct x.channel_id)
+          from (select a.channel_id from applied a where a.status = 'sent'
+                union all select c.channel_id from confirmed c) x
+          where not exists (select from applied b where b.channel_id = x.channel_id and b.rule_action = 'throttle'))
            as sent_channels
     into counts
   from verdict v;

@@ -309,7 +309,8 @@ comment on table app.pause_reasons is
 alter table app.pause_reasons enable row level security;
 
 insert into app.pause_reasons (reason, kind, explanation, operator_action) values
-  ('admin', 'channel', 'An admin paused the channel.', 'Resume it with resume_channel when ready.'),
+  ('admin', 'channel', 'An admin paused it (a channel or a campaign).',
+   'Resume it with resume_channel or resume_campaign when ready.'),
   ('access_token_expired', 'channel', 'WhatsApp says the access token has expired (190/463).',
    'Renew the system-user token, set WABA_ACCESS_TOKEN (or WABA_ACCESS_TOKEN_<phone_number_id>), then resume_channel.'),
   ('access_token_invalid', 'channel', 'WhatsApp refuses the access token (190), or none is configured.',

@@ -340,6 +340,9 @@ $$;
 --              dispatcher with an older copy of the rules cannot burn attempts.
 --   waba_code, waba_subcode (optional integers): the Graph error, looked up in
 --              app.waba_error_rules (else the digits of a `waba_<code>` error_code).
+--   a sent report for a message a status webhook already recorded (same wamid;
+--              the webhook often beats the batched report now that statuses find
+--              their message by our id) counts as applied and sent, not stale.
 -- Then the rules' effects (app.apply_error_effects: pause the channel, pause the
 -- template's campaigns, halve the effective rate) and, for channels that sent
 -- without being throttled in this report, the AIMD increase. The early-status
@@ -478,12 +481,18 @@ begin
     where m.id = any (array(select t.message_id from decided t))
       and m.id = i.message_id
       and m.lease_owner = report_message_results.worker
-    returning m.status, m.channel_id, m.template_name, m.template_language, i.outcome, i.rule_action,
+    returning m.id, m.status, m.channel_id, m.template_name, m.template_language, i.outcome, i.rule_action,
               i.rule_reason, i.rule_cooldown, i.error_code, i.error_message
+  ), confirmed as (
+    -- A send a status webhook recorded first (the lease is gone, the wamid is the
+    -- same; the statement's snapshot predates `applied`, so those are not here).
+    select m.id, m.channel_id
+    from decided d join app.messages m on m.id = d.message_id
+    where d.outcome = 'sent' and m.wamid = d.sent_wamid and m.status in ('sent', 'delivered', 'read', 'failed')
   )
   select v.bad_idx, v.bad_reason,
-         (select count(*) from applied) as applied,
-         (select count(*) from applied a where a.status = 'sent') as sent,
+         (select count(*) from applied) + (select count(*) from confirmed) as applied,
+         (select count(*) from applied a where a.status = 'sent') + (select count(*) from confirmed) as sent,
          (select count(*) from applied a where a.outcome = 'retry' and a.status in ('queued', 'held')) as retried,
          (select count(*) from applied a where a.outcome = 'deferred' and a.status in ('queued', 'held')) as deferred,
          (select count(*) from applied a where a.status = 'failed') as failed,
@@ -499,9 +508,10 @@ begin
             where a.rule_action in ('throttle', 'pause_channel', 'pause_template')
             order by a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language) e)
            as effects,
-         (select array_agg(distinct a.channel_id) from applied a
-          where a.status = 'sent'
-            and not exists (select from applied b where b.channel_id = a.channel_id and b.rule_action = 'throttle'))
+         (select array_agg(distinct x.channel_id)
+          from (select a.channel_id from applied a where a.status = 'sent'
+                union all select c.channel_id from confirmed c) x
+          where not exists (select from applied b where b.channel_id = x.channel_id and b.rule_action = 'throttle'))
            as sent_channels
     into counts
   from verdict v;

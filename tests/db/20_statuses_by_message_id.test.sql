@@ -35,8 +35,10 @@ select is(tests.status((:'ids'::bigint[])[1], 'wamid.id.1', 'sent'), '{"applied"
 select is(tests.state((:'ids'::bigint[])[1]), 'sent/wamid.id.1', 'The message is sent, with the status''s wamid');
 select tests.authenticate_as_service_role();
 select is(api.report_message_results(jsonb_build_array(
-    jsonb_build_object('message_id', (:'ids'::bigint[])[1], 'outcome', 'sent', 'wamid', 'wamid.id.1')), 'w') ->> 'stale',
-  '1', 'Its report is then stale, and changes nothing');
+    jsonb_build_object('message_id', (:'ids'::bigint[])[1], 'outcome', 'sent', 'wamid', 'wamid.id.1'),
+    jsonb_build_object('message_id', (:'ids'::bigint[])[6], 'outcome', 'sent', 'wamid', 'wamid.id.1b')), 'w2')
+  ->> 'stale', '1',
+  'Its report then counts as sent, not stale (same send); a report from a worker without the lease is still stale');
 select tests.clear_authentication();
 select is(tests.status((:'ids'::bigint[])[1], 'wamid.other', 'read'), '{"applied": 0, "ignored": 1, "unknown": 0}'::jsonb,
   'A status naming our id with another send''s wamid is ignored (a duplicate send''s statuses do not mix in)');
