@@ -151,3 +151,27 @@ Deno.test("every function of schema api is documented in docs/api.md", async () 
     }`,
   );
 });
+
+Deno.test("README's Channel health table explains every pause reason the database knows", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("\n## Channel health\n");
+  assert.ok(start >= 0, 'README.md has a "## Channel health" section');
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  const documented = new Set(
+    [...section.matchAll(/^\|\s*`([a-z_]+)`\s*\|/gm)].map((m) => m[1]),
+  );
+  const sql = superuser(1);
+  try {
+    const rows = await sql`select reason from app.pause_reasons order by reason`;
+    const missing = rows.map((r) => r.reason as string).filter((r) => !documented.has(r));
+    assert.deepEqual(missing, [], `README.md's Channel health table lacks: ${missing.join(", ")}`);
+    const stale = [...documented].filter((r) => !rows.some((row) => row.reason === r));
+    assert.deepEqual(
+      stale,
+      [],
+      `README.md explains reasons the database does not have: ${stale.join(", ")}`,
+    );
+  } finally {
+    await sql.end();
+  }
+});
