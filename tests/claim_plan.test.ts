@@ -39,6 +39,7 @@ Deno.test("app.claim_channel_messages plans an ordered index scan and index prob
   const notices: string[] = [];
   const sql = postgres(DB_URL, { max: 1, onnotice: (n) => notices.push(n.message) });
   const plans: Record<string, string> = {};
+  let usagePlan: string | undefined;
   try {
     await sql.begin(async (tx) => {
       await tx`insert into app.channels (id, phone_number_id, display_name, rate_per_minute, burst, tokens)
@@ -102,6 +103,25 @@ Deno.test("app.claim_channel_messages plans an ordered index scan and index prob
       await claim("statistics from before a bulk load");
       await tx.unsafe("analyze app.campaign_targets; analyze app.messages; analyze app.opt_outs");
       await claim("fresh statistics");
+      // The same channel in a portfolio with a finite tier, half of whose 100,000
+      // recipients were messaged in the window (a full 100K tier's day of usage).
+      await tx.unsafe(`
+        insert into app.portfolios (id, name, messaging_tier)
+        values ('00000000-0000-4000-8000-00000000c1a2', 'Plan portfolio', 'TIER_100K');
+        update app.channels set portfolio_id = '00000000-0000-4000-8000-00000000c1a2' where id = '${CHANNEL}';
+        insert into app.portfolio_recipients (portfolio_id, msisdn, last_at)
+        select '00000000-0000-4000-8000-00000000c1a2', '+2547' || lpad(g::text, 8, '0'),
+               now() - (g % 1440) * interval '1 minute'
+        from generate_series(1, ${MESSAGES}, 2) g;
+        insert into app.portfolio_usage (portfolio_id, bucket_start, recipients)
+        select '00000000-0000-4000-8000-00000000c1a2', app.usage_bucket(r.last_at), count(*)
+        from app.portfolio_recipients r where r.portfolio_id = '00000000-0000-4000-8000-00000000c1a2'
+        group by 2;
+        analyze app.portfolio_recipients;
+        analyze app.portfolio_usage;
+      `);
+      await claim("a finite messaging tier");
+      usagePlan = notices.find((m) => m.includes("from app.portfolio_usage u"));
       throw new Rollback();
     });
   } catch (err) {
@@ -134,4 +154,15 @@ Deno.test("app.claim_channel_messages plans an ordered index scan and index prob
     );
     assert.doesNotMatch(plan, /\bJIT:/, `${label}: the claim is not JIT-compiled`);
   }
+  assert.match(
+    candidatesPlan(plans["a finite messaging tier"]),
+    /Index Scan using portfolio_recipients_pkey on portfolio_recipients r/,
+    "with a finite tier, each candidate's recipient is one primary-key probe of the portfolio's recipients",
+  );
+  assert.ok(usagePlan, "auto_explain logged the tier usage sum");
+  assert.match(
+    usagePlan!,
+    /Index (Only )?Scan using portfolio_usage_pkey on portfolio_usage u/,
+    `the tier usage is a range of at most 289 buckets of the portfolio's key, not a scan:\n${usagePlan}`,
+  );
 });
