@@ -1209,40 +1209,58 @@ begin
     where m.id = any (array(select t.message_id from decided t))
       and m.id = i.message_id
       and m.lease_owner = report_message_results.worker
-    returning m.id, m.status, m.channel_id, m.template_name, m.template_language, i.outcome, i.rule_action,
-              i.rule_reason, i.rule_cooldown, i.error_code, i.error_message
+    returning m.id, m.status, m.channel_id, i.outcome, i.rule_action
   ), confirmed as (
     -- A send a status webhook recorded first (the lease is gone, the wamid is the
-    -- same; the statement's snapshot predates `applied`, so those are not here).
+    -- same). Only sent items the update did not apply are looked at: usually none,
+    -- so a report costs no extra probe.
     select m.id, m.channel_id
-    from decided d join app.messages m on m.id = d.message_id
-    where d.outcome = 'sent' and m.wamid = d.sent_wamid and m.status in ('sent', 'delivered', 'read', 'failed')
+    from (select d.message_id, d.sent_wamid from decided d
+          where d.outcome = 'sent' and not exists (select from applied a where a.id = d.message_id)) d
+    join app.messages m on m.id = d.message_id
+    where m.wamid = d.sent_wamid and m.status in ('sent', 'delivered', 'read', 'failed')
   )
   select v.bad_idx, v.bad_reason,
-         (select count(*) from applied) + (select count(*) from confirmed) as applied,
-         (select count(*) from applied a where a.status = 'sent') + (select count(*) from confirmed) as sent,
-         (select count(*) from applied a where a.outcome = 'retry' and a.status in ('queued', 'held')) as retried,
-         (select count(*) from applied a where a.outcome = 'deferred' and a.status in ('queued', 'held')) as deferred,
-         (select count(*) from applied a where a.status = 'failed') as failed,
-         (select count(*) from applied a where a.status = 'dead') as dead,
-         (select count(*) from applied a where a.status = 'unknown') as unknown,
-         (select count(*) from applied a where a.status = 'cancelled') as cancelled,
-         (select jsonb_agg(e) from (
-            select distinct on (a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language)
-                   a.channel_id, a.rule_action as action, a.rule_reason as reason,
-                   a.rule_cooldown as cooldown_seconds, a.error_code, a.error_message, a.template_name,
-                   a.template_language
+         t.applied + (select count(*) from confirmed) as applied,
+         t.sent + (select count(*) from confirmed) as sent,
+         t.retried, t.deferred, t.failed, t.dead, t.unknown, t.cancelled,
+         -- The rules' effects, one per channel and rule (the rest of the item from
+         -- `decided`: only rows with an effect pay for it).
+         case when t.with_effect > 0 then (select jsonb_agg(e) from (
+            select distinct on (a.channel_id, d.rule_action, d.rule_reason, m.template_name, m.template_language)
+                   a.channel_id, d.rule_action as action, d.rule_reason as reason,
+                   d.rule_cooldown as cooldown_seconds, d.error_code, d.error_message, m.template_name,
+                   m.template_language
             from applied a
+            join decided d on d.message_id = a.id
+            join app.messages m on m.id = a.id
             where a.rule_action in ('throttle', 'pause_channel', 'pause_template')
-            order by a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language) e)
-           as effects,
+            order by a.channel_id, d.rule_action, d.rule_reason, m.template_name, m.template_language) e)
+         end as effects,
+         -- Channels AIMD has slowed that sent without being throttled in this
+         -- report (a primary-key probe per channel; usually none qualifies, and
+         -- then no further statement runs).
          (select array_agg(distinct x.channel_id)
           from (select a.channel_id from applied a where a.status = 'sent'
                 union all select c.channel_id from confirmed c) x
-          where not exists (select from applied b where b.channel_id = x.channel_id and b.rule_action = 'throttle'))
+          join app.channels ch on ch.id = x.channel_id
+          where ch.effective_rate_per_minute is not null
+            and not exists (select from applied b where b.channel_id = x.channel_id and b.rule_action = 'throttle'))
            as sent_channels
     into counts
-  from verdict v;
+  from verdict v,
+       -- One pass over the applied rows for every count.
+       lateral (select count(*) as applied,
+                       count(*) filter (where a.status = 'sent') as sent,
+                       count(*) filter (where a.outcome = 'retry' and a.status in ('queued', 'held')) as retried,
+                       count(*) filter (where a.outcome = 'deferred' and a.status in ('queued', 'held')) as deferred,
+                       count(*) filter (where a.status = 'failed') as failed,
+                       count(*) filter (where a.status = 'dead') as dead,
+                       count(*) filter (where a.status = 'unknown') as unknown,
+                       count(*) filter (where a.status = 'cancelled') as cancelled,
+                       count(*) filter (where a.rule_action in ('throttle', 'pause_channel', 'pause_template'))
+                         as with_effect
+                from applied a) t;
 
   if counts.bad_idx is not null then
     perform app.raise_error('invalid_results', format('Result %s is invalid: %s.', counts.bad_idx, counts.bad_reason),
@@ -1253,7 +1271,6 @@ begin
     perform app.apply_error_effects(counts.effects);
   end if;
   if counts.sent_channels is not null then
-    -- Only channels AIMD has slowed are touched (one primary-key probe otherwise).
     perform app.recover_channel_rates(counts.sent_channels);
   end if;
 
@@ -4462,7 +4479,7 @@ COMMENT ON COLUMN app.messages.status IS 'queued | held (campaign paused) | leas
 -- Name: COLUMN messages.attempts; Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON COLUMN app.messages.attempts IS 'Number of claims (send attempts); at max_attempts a retry becomes dead.';
+COMMENT ON COLUMN app.messages.attempts IS 'Claims that spent an attempt (a deferred claim — refused for the channel''s, account''s or template''s sake, or never sent — is refunded); at max_attempts a retry becomes dead.';
 
 --
 -- Name: COLUMN messages.wamid; Type: COMMENT; Schema: app; Owner: -
