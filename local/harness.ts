@@ -48,6 +48,7 @@ import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { ANON_KEY, API_URL, DB_URL, FAKE_WABA_URL, SERVICE_ROLE_KEY } from "./env.ts";
 import type { FakeWabaConfig, FakeWabaConfigPatch, RecordedMessage } from "./fake_waba/mod.ts";
 import type { RunSummary } from "../functions/dispatch/handler.ts";
+import { WabaErrorRules, WabaErrorRuleSchema } from "../functions/_shared/waba_errors.ts";
 
 export { DB_URL, FAKE_WABA_URL };
 export type { RunSummary };
@@ -55,6 +56,22 @@ export type { RunSummary };
 /** A connection as `postgres`, the owner of `app` and `api` (not a superuser, as on Supabase; BYPASSRLS), for fixtures and assertions; close it with `await sql.end()`. */
 export function ownerDb(max = 4): postgres.Sql {
   return postgres(DB_URL, { max, onnotice: () => {} });
+}
+
+/**
+ * The WhatsApp error rules (`app.waba_error_rules`, the rows `api.waba_error_rules()`
+ * returns), read directly as the owner: for tests and benchmarks that build a
+ * WhatsApp client or a sender outside the dispatch function.
+ *
+ * @example
+ * const rules = await loadErrorRules(sql);
+ * createSender(cfg, undefined, rules);
+ */
+export async function loadErrorRules(sql: postgres.Sql): Promise<WabaErrorRules> {
+  const rows = await sql`
+    select code, code_last, subcode, scope, action, reason, cooldown_seconds, title, source
+    from app.waba_error_rules`;
+  return new WabaErrorRules(rows.map((r) => WabaErrorRuleSchema.parse({ ...r })));
 }
 
 /**
@@ -238,6 +255,26 @@ export async function fakeMessages(
   return (res.json.messages as RecordedMessage[]).filter((m) => m.phoneNumberId === phoneNumberId);
 }
 
+/**
+ * POSTs to one of the fake's control endpoints (`/_fake/storm`,
+ * `/_fake/template-status`, `/_fake/quality`, …); throws unless it answers 200.
+ *
+ * @example
+ * await fakeControl("/_fake/template-status", { name: "voucher_issued", event: "PAUSED" });
+ */
+export async function fakeControl(path: string, body: unknown): Promise<any> {
+  const res = await http(`${FAKE_WABA_URL}${path}`, { method: "POST", body: JSON.stringify(body) });
+  if (res.status !== 200) {
+    throw new Error(`${path} answered ${res.status}: ${JSON.stringify(res.json)}`);
+  }
+  return res.json;
+}
+
+/** The fake's current configuration. */
+export async function fakeConfig(): Promise<FakeWabaConfig> {
+  return (await http(`${FAKE_WABA_URL}/_fake/config`)).json as FakeWabaConfig;
+}
+
 /** The fake's counters. */
 export async function fakeStats(): Promise<{
   requests: number;
@@ -313,6 +350,12 @@ export async function createCampaign(
     name?: string;
     /** The channel's per-recipient spacing guard (default 6 s, like WhatsApp's pair limit). */
     minRecipientIntervalSeconds?: number;
+    /** The template (default `voucher_issued`). */
+    templateName?: string;
+    /** The channel's business portfolio (default: the default portfolio). */
+    portfolioId?: string;
+    /** The channel's WhatsApp Business Account id (template and quality webhooks name it). */
+    wabaId?: string;
   },
 ): Promise<CampaignFixture> {
   const phoneNumberId = newPhoneNumberId();
@@ -324,6 +367,8 @@ export async function createCampaign(
     ...(opts.minRecipientIntervalSeconds !== undefined
       ? { min_recipient_interval_seconds: opts.minRecipientIntervalSeconds }
       : {}),
+    ...(opts.portfolioId ? { portfolio_id: opts.portfolioId } : {}),
+    ...(opts.wabaId ? { waba_id: opts.wabaId } : {}),
   });
   const campaign = await rpc(stack, "create_campaign", {
     name: opts.name ?? `e2e ${phoneNumberId}`,
@@ -331,7 +376,7 @@ export async function createCampaign(
     currency: "KES",
     expires_at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
     channel_id: channel.id,
-    template_name: "voucher_issued",
+    template_name: opts.templateName ?? "voucher_issued",
     template_params: ["voucher_code", "amount"],
   });
   const recipients = newRecipients(opts.targets);
@@ -464,6 +509,17 @@ export async function voucherCodes(
     from app.messages m join app.vouchers v on v.id = m.voucher_id
     where m.campaign_id = ${campaignId}`;
   return new Map(rows.map((r) => [r.to_msisdn as string, r.code as string]));
+}
+
+/** Most timestamps (ms, sorted) inside any half-open window of `windowMs`. */
+export function maxInWindow(sortedMs: number[], windowMs: number): number {
+  let best = 0;
+  let lo = 0;
+  for (let hi = 0; hi < sortedMs.length; hi++) {
+    while (sortedMs[hi] - sortedMs[lo] >= windowMs) lo++;
+    best = Math.max(best, hi - lo + 1);
+  }
+  return best;
 }
 
 /** Polls `check` every 100 ms until true; throws after `timeoutMs`. */

@@ -164,6 +164,7 @@ CREATE FUNCTION api.add_campaign_targets(campaign_id uuid, targets jsonb) RETURN
     AS $$
 declare
   campaign app.campaigns;
+  needed text[];
   result jsonb;
 begin
   perform app.authorize(array['admin', 'service']);
@@ -187,6 +188,7 @@ begin
       format('Campaign "%s" is %s; targets can only be added to a draft.', campaign.id, campaign.status), 409,
       jsonb_build_object('status', campaign.status));
   end if;
+  needed := app.template_param_attributes(campaign.template_params);
 
   with items as (
     select (x.i - 1)::integer as idx, x.e,
@@ -197,13 +199,16 @@ begin
            case when jsonb_typeof(x.e) = 'object' then x.e - 'msisdn' else '{}'::jsonb end as attributes
     from jsonb_array_elements(targets) with ordinality as x(e, i)
   ), classified as (
-    select it.idx, it.e, it.attributes, app.normalize_msisdn(it.raw) as msisdn,
+    select it.idx, it.e, it.attributes, app.normalize_msisdn(it.raw) as msisdn, p.problem,
            case
              when it.raw is null then 'not_a_phone_number'
              when not app.is_e164(app.normalize_msisdn(it.raw)) then 'invalid_e164'
              when length(it.attributes::text) > 4000 then 'attributes_too_large'
+             else p.problem ->> 'reason'
            end as reason
     from items it
+    cross join lateral (select case when cardinality(needed) > 0
+                                    then app.target_attribute_problem(it.attributes, needed) end as problem) p
   ), valid as (
     select cl.*, exists (select from app.opt_outs o where o.msisdn = cl.msisdn) as opted_out
     from classified cl
@@ -224,6 +229,9 @@ begin
     'duplicates', (select count(*) from valid v where not v.opted_out) - (select count(*) from inserted),
     'opted_out', (select count(*) from valid v where v.opted_out),
     'invalid', (select coalesce(jsonb_agg(jsonb_build_object('index', cl.idx, 'value', cl.e, 'reason', cl.reason)
+                                          || case when cl.reason in ('missing_attribute', 'invalid_attribute')
+                                                  then jsonb_build_object('attribute', cl.problem ->> 'attribute')
+                                                  else '{}'::jsonb end
                                           order by cl.idx), '[]'::jsonb)
                 from classified cl where cl.reason is not null))
     into result;
@@ -262,7 +270,9 @@ begin
            'dead', count(*) filter (where m.status = 'dead'),
            'unknown', count(*) filter (where m.status = 'unknown'),
            'cancelled', count(*) filter (where m.status = 'cancelled'),
-           'sent_last_minute', count(*) filter (where m.sent_at >= now() - interval '1 minute'))
+           'sent_last_minute', count(*) filter (where m.sent_at >= now() - interval '1 minute'),
+           'waiting_for_tier', count(*) filter (where m.status = 'queued' and m.last_error_code = 'messaging_limit'
+                                                  and m.next_attempt_at > now()))
     into message_counts
   from app.campaign_targets t join app.messages m on m.id = t.id
   where t.campaign_id = campaign.id;
@@ -271,6 +281,8 @@ begin
     'campaign_id', campaign.id,
     'name', campaign.name,
     'status', campaign.status,
+    'pause', app.pause_view(case when campaign.status = 'paused' then coalesce(campaign.pause_reason, 'admin') end)
+             || jsonb_build_object('detail', campaign.pause_detail),
     'scheduled_for', campaign.scheduled_for,
     'dispatch_started_at', campaign.dispatch_started_at,
     'completed_at', campaign.completed_at,
@@ -286,11 +298,19 @@ begin
                  from (select case when v.status = 'issued' and v.expires_at <= now() then 'expired'
                                    else v.status end as s
                        from app.vouchers v where v.campaign_id = campaign.id) vs),
-    'messages', message_counts - 'sent_last_minute',
+    'messages', message_counts - 'sent_last_minute' - 'waiting_for_tier',
+    'waiting_for_tier', (message_counts ->> 'waiting_for_tier')::integer,
     'sent_last_minute', (message_counts ->> 'sent_last_minute')::integer,
     'channel', case when channel.id is null then null else jsonb_build_object(
       'id', channel.id, 'phone_number_id', channel.phone_number_id, 'display_name', channel.display_name,
       'status', channel.status, 'rate_per_minute', channel.rate_per_minute, 'burst', channel.burst,
+      'effective_rate_per_minute', channel.effective_rate_per_minute,
+      'pause', app.pause_view(case when channel.status = 'paused' then coalesce(channel.pause_reason, 'admin') end)
+               || jsonb_build_object('paused_at', channel.paused_at, 'paused_until', channel.paused_until,
+                                     'error_code', channel.pause_error_code,
+                                     'error_message', channel.pause_error_message),
+      'quality_event', channel.quality_event,
+      'portfolio', (select app.portfolio_usage_view(p) from app.portfolios p where p.id = channel.portfolio_id),
       'claimed_last_minute', (select coalesce(sum(d.messages), 0) from app.dispatch_claims d
                               where d.channel_id = channel.id and d.claimed_at >= now() - interval '1 minute'))
     end
@@ -372,6 +392,7 @@ declare
   unknown uuid[];
   params jsonb := coalesce(template_params,
     case when template_name is null then '[]'::jsonb else '["voucher_code"]'::jsonb end);
+  bad_text bigint;
 begin
   if name is null or length(trim(name)) not between 1 and 200 then
     perform app.raise_error('invalid_campaign', 'A campaign name of 1 to 200 characters is required.', 400);
@@ -405,8 +426,11 @@ begin
   end if;
   if template_language is null or not app.is_template_language(template_language) then
     perform app.raise_error('invalid_template',
-      format('template_language must be a WhatsApp language code such as "en" or "en_US", got "%s".',
-             template_language), 400, jsonb_build_object('field', 'template_language'));
+      format('template_language must be one of WhatsApp''s template language codes (such as "en" or "en_US"), got "%s"%s.',
+             template_language,
+             coalesce(format('; did you mean "%s"?', app.template_language_suggestion(template_language)), '')),
+      400, jsonb_build_object('field', 'template_language',
+                              'suggestion', app.template_language_suggestion(template_language)));
   end if;
   if not app.template_params_valid(params) then
     perform app.raise_error('invalid_template_params',
@@ -416,6 +440,19 @@ begin
   if params @> '["expires_at"]' and expires_at is null then
     perform app.raise_error('invalid_template_params',
       'template_params uses "expires_at" but the campaign has no expires_at.', 400);
+  end if;
+  select min(e.i) - 1 into bad_text
+  from jsonb_array_elements(params) with ordinality as e(p, i)
+  where jsonb_typeof(e.p) = 'object' and e.p ? 'text' and not app.is_template_param_text(e.p ->> 'text');
+  if bad_text is not null then
+    perform app.raise_error('invalid_template_params',
+      format('template_params item %s: WhatsApp refuses text parameters with a new line, a tab or more than 4 consecutive spaces.',
+             bad_text), 400, jsonb_build_object('index', bad_text, 'reason', 'invalid_text'));
+  end if;
+  if params @> '["campaign_name"]' and not app.is_template_param_text(trim(name)) then
+    perform app.raise_error('invalid_template_params',
+      'template_params uses "campaign_name", but WhatsApp refuses a parameter with a new line, a tab or more than 4 consecutive spaces: change the name.',
+      400, jsonb_build_object('reason', 'invalid_campaign_name'));
   end if;
 
   insert into app.campaigns (name, amount_minor, currency, starts_at, expires_at, station_ids, created_by,
@@ -429,21 +466,23 @@ end;
 $$;
 
 --
--- Name: create_channel(text, text, integer, integer, integer); Type: FUNCTION; Schema: api; Owner: -
+-- Name: create_channel(text, text, integer, integer, integer, uuid, text, text); Type: FUNCTION; Schema: api; Owner: -
 --
 
-CREATE FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer DEFAULT 250, burst integer DEFAULT NULL::integer, min_recipient_interval_seconds integer DEFAULT 6) RETURNS jsonb
+CREATE FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer DEFAULT 250, burst integer DEFAULT NULL::integer, min_recipient_interval_seconds integer DEFAULT 6, portfolio_id uuid DEFAULT NULL::uuid, waba_id text DEFAULT NULL::text, display_phone_number text DEFAULT NULL::text) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $_$
 declare
   channel app.channels;
   bucket integer := coalesce(burst, app.default_burst(rate_per_minute));
+  display_digits text := nullif(regexp_replace(coalesce(display_phone_number, ''), '[^0-9]', '', 'g'), '');
 begin
   perform app.authorize(array['admin', 'service']);
-  if phone_number_id is null or phone_number_id !~ '^[A-Za-z0-9_.-]{1,64}$' then
+  if phone_number_id is null or phone_number_id !~ '^[0-9]{1,32}$' then
     perform app.raise_error('invalid_channel',
-      format('phone_number_id must be 1 to 64 letters, digits, "_", "." or "-", got "%s".', phone_number_id),
+      format('phone_number_id must be the Cloud API''s numeric phone number id (1 to 32 digits), got "%s".',
+             phone_number_id),
       400, jsonb_build_object('field', 'phone_number_id'));
   end if;
   if display_name is null or length(trim(display_name)) not between 1 and 200 then
@@ -464,20 +503,65 @@ begin
       'min_recipient_interval_seconds must be between 0 and 86400.', 400,
       jsonb_build_object('field', 'min_recipient_interval_seconds'));
   end if;
+  if waba_id is not null and waba_id !~ '^[0-9]{1,32}$' then
+    perform app.raise_error('invalid_channel',
+      format('waba_id must be the WhatsApp Business Account id (digits), got "%s".', waba_id), 400,
+      jsonb_build_object('field', 'waba_id'));
+  end if;
+  if display_phone_number is not null and coalesce(display_digits !~ '^[0-9]{6,20}$', true) then
+    perform app.raise_error('invalid_channel',
+      format('display_phone_number must be the number as WhatsApp shows it (6 to 20 digits), got "%s".',
+             display_phone_number), 400, jsonb_build_object('field', 'display_phone_number'));
+  end if;
+  if portfolio_id is not null and not exists (select from app.portfolios p where p.id = create_channel.portfolio_id) then
+    perform app.raise_error('portfolio_not_found',
+      format('Portfolio "%s" does not exist.', create_channel.portfolio_id), 404);
+  end if;
 
   insert into app.channels as c (phone_number_id, display_name, rate_per_minute, burst,
-                                 min_recipient_interval_seconds, tokens, refilled_at)
+                                 min_recipient_interval_seconds, tokens, refilled_at, portfolio_id, waba_id,
+                                 display_phone_number)
   values (create_channel.phone_number_id, trim(create_channel.display_name), create_channel.rate_per_minute,
-          bucket, create_channel.min_recipient_interval_seconds, bucket, clock_timestamp())
+          bucket, create_channel.min_recipient_interval_seconds, bucket, clock_timestamp(),
+          coalesce(create_channel.portfolio_id, '00000000-0000-4000-8000-000000000001'),
+          create_channel.waba_id, display_digits)
   on conflict on constraint channels_phone_number_id_key do nothing
   returning * into channel;
   if channel.id is null then
     perform app.raise_error('channel_exists',
       format('A channel for phone number id "%s" already exists.', create_channel.phone_number_id), 409);
   end if;
-  return to_jsonb(channel);
+  return app.channel_view(channel);
 end;
 $_$;
+
+--
+-- Name: create_portfolio(text, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.create_portfolio(name text, messaging_tier text DEFAULT 'TIER_250'::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  portfolio app.portfolios;
+begin
+  perform app.authorize(array['admin', 'service']);
+  if name is null or length(trim(name)) not between 1 and 200 then
+    perform app.raise_error('invalid_portfolio', 'A portfolio name of 1 to 200 characters is required.', 400,
+      jsonb_build_object('field', 'name'));
+  end if;
+  if messaging_tier is null or not app.is_messaging_tier(messaging_tier) then
+    perform app.raise_error('invalid_portfolio',
+      format('messaging_tier must be one of TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED (or TIER_50, TIER_1K), got "%s".',
+             messaging_tier), 400, jsonb_build_object('field', 'messaging_tier'));
+  end if;
+  insert into app.portfolios (name, messaging_tier)
+  values (trim(create_portfolio.name), create_portfolio.messaging_tier)
+  returning * into portfolio;
+  return app.portfolio_usage_view(portfolio);
+end;
+$$;
 
 --
 -- Name: create_station(text, text, text); Type: FUNCTION; Schema: api; Owner: -
@@ -539,8 +623,26 @@ CREATE FUNCTION api.list_channels() RETURNS jsonb
     AS $$
 begin
   perform app.authorize(array['admin', 'service']);
-  return (select coalesce(jsonb_agg(to_jsonb(c) order by c.display_name, c.id), '[]'::jsonb)
+  return (select coalesce(jsonb_agg(app.channel_view(c) order by c.display_name, c.id), '[]'::jsonb)
           from app.channels c);
+end;
+$$;
+
+--
+-- Name: list_portfolios(); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_portfolios() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  return (select coalesce(jsonb_agg(app.portfolio_usage_view(p)
+                                    || jsonb_build_object('channels', (select count(*) from app.channels c
+                                                                       where c.portfolio_id = p.id))
+                                    order by p.name, p.id), '[]'::jsonb)
+          from app.portfolios p);
 end;
 $$;
 
@@ -660,10 +762,17 @@ begin
         'phone_number_id', c.phone_number_id,
         'display_name', c.display_name,
         'status', c.status,
+        'pause', app.pause_view(case when c.status = 'paused' then coalesce(c.pause_reason, 'admin') end)
+                 || jsonb_build_object('paused_at', c.paused_at, 'paused_until', c.paused_until,
+                                       'error_code', c.pause_error_code, 'error_message', c.pause_error_message),
         'rate_per_minute', c.rate_per_minute,
+        'effective_rate_per_minute', c.effective_rate_per_minute,
         'burst', c.burst,
-        'tokens', floor(least(c.burst, c.tokens + greatest(0, extract(epoch from clock_timestamp() - c.refilled_at))
-                                                 * c.rate_per_minute / 60.0)),
+        'tokens', floor(least(app.effective_burst(c.burst, c.rate_per_minute, c.effective_rate_per_minute),
+                              c.tokens + greatest(0, extract(epoch from clock_timestamp() - c.refilled_at))
+                                         * coalesce(c.effective_rate_per_minute, c.rate_per_minute) / 60.0)),
+        'quality_event', c.quality_event,
+        'portfolio', (select app.portfolio_usage_view(p) from app.portfolios p where p.id = c.portfolio_id),
         'queued', q.queued,
         'due', q.due,
         -- Through the channel's campaigns: (campaign_id, status) is indexed, channel_id alone is not.
@@ -726,6 +835,125 @@ begin
                             'cancelled_messages', cancelled);
 end;
 $$;
+
+--
+-- Name: record_phone_number_quality(text, text, text, text, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.record_phone_number_quality(waba_id text, display_phone_number text, event text, current_limit text DEFAULT NULL::text, max_daily_conversations text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  digits text := nullif(regexp_replace(coalesce(display_phone_number, ''), '[^0-9]', '', 'g'), '');
+  ev text := upper(trim(event));
+  tier text := coalesce(app.tier_from_meta(max_daily_conversations), app.tier_from_meta(current_limit));
+  by_number uuid[];
+  channel_ids uuid[];
+  portfolio uuid;
+  portfolios integer := 0;
+begin
+  perform app.authorize(array['service']);
+  if waba_id is not null and waba_id !~ '^[0-9]{1,32}$' then
+    perform app.raise_error('invalid_quality_event', 'waba_id must be the WhatsApp Business Account id (digits).',
+      400, jsonb_build_object('field', 'waba_id'));
+  end if;
+  if display_phone_number is not null and coalesce(digits !~ '^[0-9]{6,20}$', true) then
+    perform app.raise_error('invalid_quality_event',
+      format('display_phone_number must be 6 to 20 digits, got "%s".', display_phone_number), 400,
+      jsonb_build_object('field', 'display_phone_number'));
+  end if;
+  if waba_id is null and digits is null then
+    perform app.raise_error('invalid_quality_event', 'A waba_id or a display_phone_number is required.', 400,
+      jsonb_build_object('field', 'display_phone_number'));
+  end if;
+  if ev is null or ev !~ '^[A-Z_]{1,40}$' then
+    perform app.raise_error('invalid_quality_event', format('event must be a quality event such as FLAGGED, got "%s".',
+      event), 400, jsonb_build_object('field', 'event'));
+  end if;
+
+  by_number := array(select c.id from app.channels c
+                     where c.display_phone_number = digits
+                       and (record_phone_number_quality.waba_id is null or c.waba_id is null
+                            or c.waba_id = record_phone_number_quality.waba_id));
+  update app.channels c set quality_event = ev, quality_updated_at = now()
+  where c.id = any (by_number);
+  channel_ids := case when cardinality(by_number) > 0 then by_number
+                      else array(select c.id from app.channels c where c.waba_id = record_phone_number_quality.waba_id)
+                 end;
+  if tier is not null then
+    for portfolio in
+      select distinct c.portfolio_id from app.channels c
+      join app.portfolios p on p.id = c.portfolio_id
+      where c.id = any (channel_ids) and p.messaging_tier <> tier
+      order by c.portfolio_id
+    loop
+      perform app.set_portfolio_tier(portfolio, tier, 'webhook');
+      portfolios := portfolios + 1;
+    end loop;
+  end if;
+  return jsonb_build_object('event', ev, 'channels', cardinality(by_number), 'messaging_tier', tier,
+                            'portfolios_updated', portfolios);
+end;
+$_$;
+
+--
+-- Name: record_template_status(text, text, text, text, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.record_template_status(waba_id text, template_name text, template_language text, event text, reason text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  ev text := upper(trim(event));
+  -- Meta's own webhook examples spell some codes with a hyphen (en-US); campaigns
+  -- store the template code (en_US).
+  language text := replace(trim(template_language), '-', '_');
+  pause_reason text;
+  n integer := 0;
+  action text := 'none';
+begin
+  perform app.authorize(array['service']);
+  if waba_id is null or waba_id !~ '^[0-9]{1,32}$' then
+    perform app.raise_error('invalid_template_event', 'waba_id must be the WhatsApp Business Account id (digits).',
+      400, jsonb_build_object('field', 'waba_id'));
+  end if;
+  if template_name is null or not app.is_template_name(template_name) then
+    perform app.raise_error('invalid_template_event',
+      format('template_name must be a WhatsApp template name, got "%s".', template_name), 400,
+      jsonb_build_object('field', 'template_name'));
+  end if;
+  if language is null or language !~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$' then
+    perform app.raise_error('invalid_template_event',
+      format('template_language must be a language code such as en_US, got "%s".', template_language), 400,
+      jsonb_build_object('field', 'template_language'));
+  end if;
+  if ev is null or ev !~ '^[A-Z_]{1,40}$' then
+    perform app.raise_error('invalid_template_event', format('event must be a template status such as PAUSED, got "%s".',
+      event), 400, jsonb_build_object('field', 'event'));
+  end if;
+
+  pause_reason := case ev
+    when 'PAUSED' then 'template_paused'
+    when 'DISABLED' then 'template_disabled'
+    when 'REJECTED' then 'template_rejected'
+    when 'PENDING_DELETION' then 'template_removed'
+    when 'DELETED' then 'template_removed'
+    when 'ARCHIVED' then 'template_removed'
+  end;
+  if pause_reason is not null then
+    n := app.pause_template_campaigns(null, waba_id, template_name, language, pause_reason,
+      format('WhatsApp reported template %s (%s) %s%s.', template_name, language, ev,
+             case when coalesce(reason, 'NONE') <> 'NONE' then ': ' || left(reason, 500) else '' end), true);
+    action := 'paused';
+  elsif ev in ('APPROVED', 'REINSTATED') then
+    n := app.resume_template_campaigns(waba_id, template_name, language);
+    action := 'resumed';
+  end if;
+  return jsonb_build_object('event', ev, 'action', action, 'campaigns', n);
+end;
+$_$;
 
 --
 -- Name: record_waba_statuses(jsonb); Type: FUNCTION; Schema: api; Owner: -
@@ -856,7 +1084,6 @@ CREATE FUNCTION api.report_message_results(results jsonb, worker text) RETURNS j
 declare
   counts record;
   bad_index bigint;
-  pending jsonb;
 begin
   perform app.authorize(array['service']);
   if jsonb_typeof(results) is distinct from 'array' then
@@ -883,25 +1110,30 @@ begin
            case when r.outcome = 'sent' then r.wamid #>> '{}' end as sent_wamid,
            left(r.error_code #>> '{}', 100) as error_code,
            left(r.error_message #>> '{}', 1000) as error_message,
-           r.retry_after_seconds, r.maybe_sent,
+           r.retry_after_seconds, r.maybe_sent, r.waba_code, r.waba_subcode,
            -- The first thing wrong with the item, or null.
            case
              when not coalesce(length(r.message_id) between 1 and 18
                                and ltrim(r.message_id, '0123456789') = '', false) then 'invalid_message_id'
-             when r.outcome is null or r.outcome not in ('sent', 'retry', 'failed') then 'invalid_outcome'
+             when r.outcome is null or r.outcome not in ('sent', 'retry', 'failed', 'deferred') then 'invalid_outcome'
              when r.outcome = 'sent' and (jsonb_typeof(r.wamid) is distinct from 'string'
                                           or length(r.wamid #>> '{}') not between 1 and 200) then 'wamid_required'
              when coalesce(jsonb_typeof(r.retry_after_seconds), 'null') not in ('number', 'null')
                then 'invalid_retry_after_seconds'
              when coalesce(jsonb_typeof(r.error_code), 'null') not in ('string', 'number', 'null')
                or coalesce(jsonb_typeof(r.error_message), 'null') not in ('string', 'null') then 'invalid_error'
+             when coalesce(jsonb_typeof(r.waba_code), 'null') not in ('number', 'null')
+               or coalesce(jsonb_typeof(r.waba_subcode), 'null') not in ('number', 'null')
+               or coalesce((r.waba_code #>> '{}') !~ '^[0-9]{1,9}$', false)
+               or coalesce((r.waba_subcode #>> '{}') !~ '^[0-9]{1,9}$', false) then 'invalid_waba_code'
              when coalesce(jsonb_typeof(r.maybe_sent), 'null') not in ('boolean', 'null') then 'invalid_maybe_sent'
            end as field_error
     from rows from (jsonb_to_recordset(results) as (message_id text, outcome text, wamid jsonb,
                                                      error_code jsonb, error_message jsonb,
-                                                     retry_after_seconds jsonb, maybe_sent jsonb))
+                                                     retry_after_seconds jsonb, maybe_sent jsonb,
+                                                     waba_code jsonb, waba_subcode jsonb))
          with ordinality as r(message_id, outcome, wamid, error_code, error_message, retry_after_seconds,
-                              maybe_sent, idx)
+                              maybe_sent, waba_code, waba_subcode, idx)
   ), checked as materialized (
     select i.*,
            coalesce(i.field_error,
@@ -913,84 +1145,133 @@ begin
     select (array_agg(c.idx order by c.idx) filter (where c.error is not null))[1] as bad_idx,
            (array_agg(c.error order by c.idx) filter (where c.error is not null))[1] as bad_reason
     from checked c
-  ), typed as (
-    -- Casts only what was checked, so a bad item can never fail a cast. Where a
-    -- retry goes depends on the message and its campaign: read only for retries.
-    select c.message_key::bigint as message_id, c.outcome, c.sent_wamid, c.error_code, c.error_message,
+  ), ruled as materialized (
+    -- Casts only what was checked, so a bad item can never fail a cast. The error
+    -- rule is looked up for failures only.
+    select c.message_key::bigint as message_id, c.outcome as reported, c.sent_wamid, c.error_code,
+           c.error_message,
            case when jsonb_typeof(c.retry_after_seconds) = 'number'
                 then greatest(0, least((c.retry_after_seconds #>> '{}')::numeric, 86400)) else 0 end
              as retry_after,
-           case c.outcome
-             when 'sent' then 'sent'
-             when 'failed' then 'failed'
-             else (select app.returned_message_status(m.attempts, m.max_attempts,
-                            (select k.status from app.campaigns k where k.id = m.campaign_id),
-                            m.maybe_sent or coalesce((c.maybe_sent #>> '{}')::boolean, false))
-                   from app.messages m where m.id = c.message_key::bigint)
-           end as next_status,
-           coalesce((c.maybe_sent #>> '{}')::boolean, false) as maybe_sent
+           coalesce((c.maybe_sent #>> '{}')::boolean, false) as maybe_sent,
+           case when c.outcome <> 'sent' then
+             app.waba_error_rule(app.waba_code_of(c.waba_code, c.error_code),
+                                 (c.waba_subcode #>> '{}')::integer)
+           end as er
     from checked c
     where (select v.bad_idx from verdict v) is null
+  ), typed as (
+    select r.message_id, r.sent_wamid, r.error_code, r.error_message, r.retry_after, r.maybe_sent,
+           (r.er).action as rule_action, (r.er).reason as rule_reason, (r.er).cooldown_seconds as rule_cooldown,
+           case when r.reported <> 'sent' and (r.er).action in ('throttle', 'pause_channel', 'pause_template')
+                then 'deferred' else r.reported end as outcome
+    from ruled r
+  ), decided as (
+    -- Where a returned message goes depends on the message and its campaign: read
+    -- only for returns. A deferred message is judged on its attempts before this claim.
+    select i.*,
+           case i.outcome
+             when 'sent' then 'sent'
+             when 'failed' then 'failed'
+             else (select app.returned_message_status(
+                            m.attempts - case when i.outcome = 'deferred' then 1 else 0 end, m.max_attempts,
+                            (select k.status from app.campaigns k where k.id = m.campaign_id),
+                            m.maybe_sent or i.maybe_sent)
+                   from app.messages m where m.id = i.message_id)
+           end as next_status
+    from typed i
   ), applied as (
     update app.messages m
     set status = i.next_status,
+        attempts = case when i.outcome = 'deferred' then m.attempts - 1 else m.attempts end,
         wamid = case when i.outcome = 'sent' then i.sent_wamid else m.wamid end,
         maybe_sent = m.maybe_sent or i.maybe_sent,
         sent_at = case when i.outcome = 'sent' then now() else m.sent_at end,
         failed_at = case when i.next_status in ('failed', 'dead') then now() else m.failed_at end,
         cancelled_at = case when i.next_status = 'cancelled' then now() else m.cancelled_at end,
-        next_attempt_at = case when i.outcome = 'retry'
-          then now() + make_interval(secs => greatest(i.retry_after, app.backoff_seconds(m.attempts)))
+        next_attempt_at = case i.outcome
+          when 'retry' then now() + make_interval(secs => greatest(i.retry_after, app.backoff_seconds(m.attempts)))
+          when 'deferred' then now() + make_interval(secs => i.retry_after)
           else m.next_attempt_at end,
         last_error_code = case i.next_status
           when 'sent' then null
           when 'cancelled' then 'campaign_cancelled'
-          else coalesce(i.error_code, 'unknown') end,
+          else coalesce(i.error_code, case when i.outcome = 'deferred' then 'deferred' else 'unknown' end) end,
         last_error_message = case i.next_status
           when 'sent' then null
           when 'cancelled' then app.stop_message_text('campaign_cancelled', false)
           else i.error_message end,
         lease_owner = null,
         lease_expires_at = null
-    from typed i
+    from decided i
     -- By primary key only: lease_owner is set exactly while a message is leased
     -- (messages_lease_fields), so this is "still leased to this worker".
-    where m.id = any (array(select t.message_id from typed t))
+    where m.id = any (array(select t.message_id from decided t))
       and m.id = i.message_id
       and m.lease_owner = report_message_results.worker
-    returning m.status, m.wamid
+    returning m.id, m.status, m.channel_id, i.outcome, i.rule_action
+  ), confirmed as (
+    -- A send a status webhook recorded first (the lease is gone, the wamid is the
+    -- same). Only sent items the update did not apply are looked at: usually none,
+    -- so a report costs no extra probe.
+    select m.id, m.channel_id
+    from (select d.message_id, d.sent_wamid from decided d
+          where d.outcome = 'sent' and not exists (select from applied a where a.id = d.message_id)) d
+    join app.messages m on m.id = d.message_id
+    where m.wamid = d.sent_wamid and m.status in ('sent', 'delivered', 'read', 'failed')
   )
   select v.bad_idx, v.bad_reason,
-         (select count(*) from applied) as applied,
-         (select count(*) from applied a where a.status = 'sent') as sent,
-         (select count(*) from applied a where a.status in ('queued', 'held')) as retried,
-         (select count(*) from applied a where a.status = 'failed') as failed,
-         (select count(*) from applied a where a.status = 'dead') as dead,
-         (select count(*) from applied a where a.status = 'unknown') as unknown,
-         (select count(*) from applied a where a.status = 'cancelled') as cancelled,
-         (select array_agg(a.wamid) from applied a where a.status = 'sent') as wamids
+         t.applied + (select count(*) from confirmed) as applied,
+         t.sent + (select count(*) from confirmed) as sent,
+         t.retried, t.deferred, t.failed, t.dead, t.unknown, t.cancelled,
+         -- The rules' effects, one per channel and rule (the rest of the item from
+         -- `decided`: only rows with an effect pay for it).
+         case when t.with_effect > 0 then (select jsonb_agg(e) from (
+            select distinct on (a.channel_id, d.rule_action, d.rule_reason, m.template_name, m.template_language)
+                   a.channel_id, d.rule_action as action, d.rule_reason as reason,
+                   d.rule_cooldown as cooldown_seconds, d.error_code, d.error_message, m.template_name,
+                   m.template_language
+            from applied a
+            join decided d on d.message_id = a.id
+            join app.messages m on m.id = a.id
+            where a.rule_action in ('throttle', 'pause_channel', 'pause_template')
+            order by a.channel_id, d.rule_action, d.rule_reason, m.template_name, m.template_language) e)
+         end as effects,
+         -- Channels AIMD has slowed that sent without being throttled in this
+         -- report (a primary-key probe per channel; usually none qualifies, and
+         -- then no further statement runs).
+         (select array_agg(distinct x.channel_id)
+          from (select a.channel_id from applied a where a.status = 'sent'
+                union all select c.channel_id from confirmed c) x
+          join app.channels ch on ch.id = x.channel_id
+          where ch.effective_rate_per_minute is not null
+            and not exists (select from applied b where b.channel_id = x.channel_id and b.rule_action = 'throttle'))
+           as sent_channels
     into counts
-  from verdict v;
+  from verdict v,
+       -- One pass over the applied rows for every count.
+       lateral (select count(*) as applied,
+                       count(*) filter (where a.status = 'sent') as sent,
+                       count(*) filter (where a.outcome = 'retry' and a.status in ('queued', 'held')) as retried,
+                       count(*) filter (where a.outcome = 'deferred' and a.status in ('queued', 'held')) as deferred,
+                       count(*) filter (where a.status = 'failed') as failed,
+                       count(*) filter (where a.status = 'dead') as dead,
+                       count(*) filter (where a.status = 'unknown') as unknown,
+                       count(*) filter (where a.status = 'cancelled') as cancelled,
+                       count(*) filter (where a.rule_action in ('throttle', 'pause_channel', 'pause_template'))
+                         as with_effect
+                from applied a) t;
 
   if counts.bad_idx is not null then
     perform app.raise_error('invalid_results', format('Result %s is invalid: %s.', counts.bad_idx, counts.bad_reason),
       400, jsonb_build_object('index', counts.bad_idx, 'reason', counts.bad_reason));
   end if;
 
-  -- Webhook statuses that arrived before this report.
-  if counts.wamids is not null then
-    with taken as (
-      delete from app.pending_waba_statuses p where p.wamid = any (counts.wamids)
-      returning p.wamid, p.status, p.occurred_at, p.error_code, p.error_message
-    )
-    select jsonb_agg(jsonb_build_object('wamid', t.wamid, 'status', t.status,
-                                        'timestamp', t.occurred_at, 'error_code', t.error_code,
-                                        'error_message', t.error_message))
-      into pending
-    from taken t;
-    if pending is not null then
-      perform app.apply_waba_statuses(pending, false);
-    end if;
+  if counts.effects is not null then
+    perform app.apply_error_effects(counts.effects);
+  end if;
+  if counts.sent_channels is not null then
+    perform app.recover_channel_rates(counts.sent_channels);
   end if;
 
   return jsonb_build_object(
@@ -998,6 +1279,7 @@ begin
     'stale', jsonb_array_length(results) - counts.applied,
     'sent', counts.sent,
     'retried', counts.retried,
+    'deferred', counts.deferred,
     'failed', counts.failed,
     'dead', counts.dead,
     'unknown', counts.unknown,
@@ -1013,22 +1295,32 @@ CREATE FUNCTION api.resume_campaign(campaign_id uuid) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
-declare
-  campaign app.campaigns;
 begin
   perform app.authorize(array['admin', 'service']);
-  select * into campaign from app.campaigns c where c.id = resume_campaign.campaign_id;
+  return app.campaign_view(app.resume_campaign_row(campaign_id));
+end;
+$$;
+
+--
+-- Name: resume_channel(uuid); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.resume_channel(channel_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  channel app.channels;
+begin
+  perform app.authorize(array['admin', 'service']);
+  select * into channel from app.channels c where c.id = resume_channel.channel_id for update;
   if not found then
-    perform app.raise_error('campaign_not_found', format('Campaign "%s" does not exist.', campaign_id), 404);
+    perform app.raise_error('channel_not_found',
+      format('Channel "%s" does not exist.', resume_channel.channel_id), 404);
   end if;
-  campaign := app.transition_campaign(campaign_id,
-    case when campaign.status = 'paused' and campaign.dispatch_started_at is null then 'scheduled'
-         else 'dispatching' end);
-  if campaign.status = 'scheduled' and campaign.scheduled_for <= now() then
-    perform app.start_campaign(campaign.id);
-    select * into campaign from app.campaigns c where c.id = resume_campaign.campaign_id;
-  end if;
-  return app.campaign_view(campaign);
+  perform app.resume_channel(channel.id, 'admin');
+  select * into channel from app.channels c where c.id = resume_channel.channel_id;
+  return app.channel_view(channel);
 end;
 $$;
 
@@ -1045,6 +1337,8 @@ declare
   campaign app.campaigns;
   reasons text[] := '{}'::text[];
   starts timestamptz := greatest(coalesce(start_at, now()), now());
+  needed text[];
+  unfit bigint := 0;
 begin
   select * into campaign from app.campaigns c where c.id = schedule_campaign.campaign_id for update;
   if not found then
@@ -1062,8 +1356,20 @@ begin
   if campaign.template_name is null then
     reasons := reasons || 'no_template'::text;
   end if;
+  if not app.is_template_language(campaign.template_language) then
+    reasons := reasons || 'invalid_template_language'::text;
+  end if;
   if not exists (select from app.campaign_targets t where t.campaign_id = campaign.id) then
     reasons := reasons || 'no_targets'::text;
+  end if;
+  needed := app.template_param_attributes(campaign.template_params);
+  if cardinality(needed) > 0 then
+    select count(*) into unfit
+    from app.campaign_targets t
+    where t.campaign_id = campaign.id and app.target_attribute_problem(t.attributes, needed) is not null;
+    if unfit > 0 then
+      reasons := reasons || 'targets_missing_attributes'::text;
+    end if;
   end if;
   if campaign.expires_at is not null and campaign.expires_at <= starts then
     reasons := reasons || 'expired'::text;
@@ -1071,7 +1377,8 @@ begin
   if cardinality(reasons) > 0 then
     perform app.raise_error('campaign_not_ready',
       format('Campaign "%s" cannot be scheduled: %s.', campaign.id, array_to_string(reasons, ', ')), 409,
-      jsonb_build_object('reasons', reasons));
+      jsonb_build_object('reasons', reasons)
+        || case when unfit > 0 then jsonb_build_object('invalid_targets', unfit) else '{}'::jsonb end);
   end if;
 
   update app.campaigns c
@@ -1121,17 +1428,18 @@ end;
 $$;
 
 --
--- Name: update_channel(uuid, text, integer, integer, text, integer); Type: FUNCTION; Schema: api; Owner: -
+-- Name: update_channel(uuid, text, integer, integer, text, integer, uuid, text, text); Type: FUNCTION; Schema: api; Owner: -
 --
 
-CREATE FUNCTION api.update_channel(channel_id uuid, display_name text DEFAULT NULL::text, rate_per_minute integer DEFAULT NULL::integer, burst integer DEFAULT NULL::integer, status text DEFAULT NULL::text, min_recipient_interval_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+CREATE FUNCTION api.update_channel(channel_id uuid, display_name text DEFAULT NULL::text, rate_per_minute integer DEFAULT NULL::integer, burst integer DEFAULT NULL::integer, status text DEFAULT NULL::text, min_recipient_interval_seconds integer DEFAULT NULL::integer, portfolio_id uuid DEFAULT NULL::uuid, waba_id text DEFAULT NULL::text, display_phone_number text DEFAULT NULL::text) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
 declare
   channel app.channels;
   t timestamptz;
   available numeric;
+  display_digits text := nullif(regexp_replace(coalesce(display_phone_number, ''), '[^0-9]', '', 'g'), '');
 begin
   perform app.authorize(array['admin', 'service']);
   select * into channel from app.channels c where c.id = update_channel.channel_id for update;
@@ -1159,24 +1467,93 @@ begin
     perform app.raise_error('invalid_channel', 'min_recipient_interval_seconds must be between 0 and 86400.',
       400, jsonb_build_object('field', 'min_recipient_interval_seconds'));
   end if;
+  if waba_id is not null and waba_id <> '' and waba_id !~ '^[0-9]{1,32}$' then
+    perform app.raise_error('invalid_channel',
+      format('waba_id must be the WhatsApp Business Account id (digits), got "%s".', waba_id), 400,
+      jsonb_build_object('field', 'waba_id'));
+  end if;
+  if display_phone_number is not null and display_phone_number <> ''
+     and coalesce(display_digits !~ '^[0-9]{6,20}$', true) then
+    perform app.raise_error('invalid_channel',
+      format('display_phone_number must be the number as WhatsApp shows it (6 to 20 digits), got "%s".',
+             display_phone_number), 400, jsonb_build_object('field', 'display_phone_number'));
+  end if;
+  if portfolio_id is not null and not exists (select from app.portfolios p where p.id = update_channel.portfolio_id) then
+    perform app.raise_error('portfolio_not_found',
+      format('Portfolio "%s" does not exist.', update_channel.portfolio_id), 404);
+  end if;
 
   t := greatest(clock_timestamp(), channel.refilled_at);
-  available := least(channel.burst,
-    channel.tokens + extract(epoch from t - channel.refilled_at) * channel.rate_per_minute / 60.0);
+  available := least(app.effective_burst(channel.burst, channel.rate_per_minute, channel.effective_rate_per_minute),
+    channel.tokens + extract(epoch from t - channel.refilled_at)
+                     * coalesce(channel.effective_rate_per_minute, channel.rate_per_minute) / 60.0);
 
   update app.channels c set
     display_name = coalesce(trim(update_channel.display_name), c.display_name),
     rate_per_minute = coalesce(update_channel.rate_per_minute, c.rate_per_minute),
+    effective_rate_per_minute = case
+      when c.effective_rate_per_minute >= coalesce(update_channel.rate_per_minute, c.rate_per_minute) then null
+      else c.effective_rate_per_minute end,
     burst = coalesce(update_channel.burst, c.burst),
-    status = coalesce(update_channel.status, c.status),
     min_recipient_interval_seconds =
       coalesce(update_channel.min_recipient_interval_seconds, c.min_recipient_interval_seconds),
+    portfolio_id = coalesce(update_channel.portfolio_id, c.portfolio_id),
+    waba_id = case when update_channel.waba_id is null then c.waba_id else nullif(update_channel.waba_id, '') end,
+    display_phone_number = case when update_channel.display_phone_number is null then c.display_phone_number
+                                else display_digits end,
     tokens = least(available, coalesce(update_channel.burst, c.burst)),
     refilled_at = t,
     updated_at = now()
-  where c.id = channel.id
-  returning * into channel;
-  return to_jsonb(channel);
+  where c.id = channel.id;
+
+  if update_channel.status = 'paused' then
+    perform app.pause_channel(channel.id, 'admin');
+  elsif update_channel.status = 'active' then
+    perform app.resume_channel(channel.id, 'admin');
+  end if;
+  if update_channel.portfolio_id is not null and update_channel.portfolio_id <> channel.portfolio_id then
+    -- The new portfolio's usage now includes this channel's recent sends.
+    perform app.seed_portfolio_usage(update_channel.portfolio_id);
+  end if;
+  select * into channel from app.channels c where c.id = update_channel.channel_id;
+  return app.channel_view(channel);
+end;
+$_$;
+
+--
+-- Name: update_portfolio(uuid, text, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.update_portfolio(portfolio_id uuid, name text DEFAULT NULL::text, messaging_tier text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  portfolio app.portfolios;
+begin
+  perform app.authorize(array['admin', 'service']);
+  select * into portfolio from app.portfolios p where p.id = update_portfolio.portfolio_id for update;
+  if not found then
+    perform app.raise_error('portfolio_not_found',
+      format('Portfolio "%s" does not exist.', update_portfolio.portfolio_id), 404);
+  end if;
+  if name is not null and length(trim(name)) not between 1 and 200 then
+    perform app.raise_error('invalid_portfolio', 'A portfolio name of 1 to 200 characters is required.', 400,
+      jsonb_build_object('field', 'name'));
+  end if;
+  if messaging_tier is not null and not app.is_messaging_tier(messaging_tier) then
+    perform app.raise_error('invalid_portfolio',
+      format('messaging_tier must be one of TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED (or TIER_50, TIER_1K), got "%s".',
+             messaging_tier), 400, jsonb_build_object('field', 'messaging_tier'));
+  end if;
+  if name is not null then
+    update app.portfolios p set name = trim(update_portfolio.name), updated_at = now() where p.id = portfolio.id;
+  end if;
+  if messaging_tier is not null and messaging_tier <> portfolio.messaging_tier then
+    perform app.set_portfolio_tier(portfolio.id, messaging_tier, 'admin');
+  end if;
+  select * into portfolio from app.portfolios p where p.id = update_portfolio.portfolio_id;
+  return app.portfolio_usage_view(portfolio);
 end;
 $$;
 
@@ -1227,68 +1604,164 @@ end;
 $$;
 
 --
--- Name: apply_waba_statuses(jsonb, boolean); Type: FUNCTION; Schema: app; Owner: -
+-- Name: waba_error_rules(); Type: FUNCTION; Schema: api; Owner: -
 --
 
-CREATE FUNCTION app.apply_waba_statuses(statuses jsonb, remember_unknown boolean DEFAULT true) RETURNS jsonb
+CREATE FUNCTION api.waba_error_rules() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  return (select coalesce(jsonb_agg(jsonb_build_object(
+            'code', r.code, 'code_last', r.code_last, 'subcode', r.subcode, 'scope', r.scope,
+            'action', r.action, 'reason', r.reason, 'cooldown_seconds', r.cooldown_seconds,
+            'title', r.title, 'source', r.source)
+            order by r.code, r.subcode nulls first), '[]'::jsonb)
+          from app.waba_error_rules r);
+end;
+$$;
+
+--
+-- Name: FUNCTION waba_error_rules(); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.waba_error_rules() IS 'Every WhatsApp error rule (code, code_last, subcode, scope, action, reason, cooldown_seconds, title, source).';
+
+--
+-- Name: apply_error_effects(jsonb); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.apply_error_effects(effects jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  e record;
+begin
+  for e in
+    select * from jsonb_to_recordset(effects) as x(channel_id uuid, action text, reason text,
+                                                   cooldown_seconds integer, error_code text, error_message text,
+                                                   template_name text, template_language text)
+    order by x.channel_id, x.action, x.reason
+  loop
+    if e.action = 'throttle' then
+      perform app.throttle_channel(e.channel_id);
+    elsif e.action = 'pause_channel' then
+      perform app.pause_channel(e.channel_id, e.reason,
+        case when e.cooldown_seconds is not null then now() + make_interval(secs => e.cooldown_seconds) end,
+        e.error_code, e.error_message);
+    elsif e.action = 'pause_template' then
+      perform app.pause_template_campaigns(e.channel_id,
+        (select c.waba_id from app.channels c where c.id = e.channel_id),
+        e.template_name, e.template_language, e.reason, e.error_message);
+    end if;
+  end loop;
+end;
+$$;
+
+--
+-- Name: FUNCTION apply_error_effects(effects jsonb); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.apply_error_effects(effects jsonb) IS 'Applies error-rule effects: throttle a channel (AIMD), pause a channel (circuit breaker), pause a template''s campaigns.';
+
+--
+-- Name: apply_waba_statuses(jsonb); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.apply_waba_statuses(statuses jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
-    AS $$
+    AS $_$
 declare
-  result jsonb;
-  wamids text[] := array(select x.e ->> 'wamid' from jsonb_array_elements(statuses) as x(e));
+  result record;
 begin
-  with items as (
+  with items as materialized (
     select x.i, x.e ->> 'wamid' as wamid, lower(x.e ->> 'status') as status,
            app.waba_timestamp(x.e -> 'timestamp') as ts,
-           left(x.e ->> 'error_code', 100) as error_code, left(x.e ->> 'error_message', 1000) as error_message
+           left(x.e ->> 'error_code', 100) as error_code, left(x.e ->> 'error_message', 1000) as error_message,
+           case when (x.e ->> 'message_id') ~ '^[0-9]{1,18}$' then (x.e ->> 'message_id')::bigint end
+             as message_key,
+           case when (x.e ->> 'recipient_id') ~ '^\+?[1-9][0-9]{6,14}$'
+                then '+' || ltrim(x.e ->> 'recipient_id', '+') end as recipient,
+           app.waba_code_of(x.e -> 'waba_code', x.e ->> 'error_code') as waba_code
     from jsonb_array_elements(statuses) with ordinality as x(e, i)
-  ), ranked as (
-    select it.*, case it.status when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
-                                when 'failed' then 4 end as rank,
-           exists (select from app.messages m where m.wamid = it.wamid offset 0) as known  -- index probe
+  ), matched as materialized (
+    select it.*,
+           case it.status when 'sent' then 1 when 'delivered' then 2 when 'read' then 3 when 'failed' then 4 end
+             as rank,
+           case when it.message_key is not null
+                then (select m.id from app.messages m where m.id = it.message_key offset 0)
+                else (select m.id from app.campaign_targets t join app.messages m on m.id = t.id
+                      where t.msisdn = it.recipient and m.wamid = it.wamid
+                      limit 1)
+           end as message_id
     from items it
-  ), best as (
-    select distinct on (r.wamid) r.*
-    from ranked r
-    where r.rank is not null and r.known
-    order by r.wamid, r.rank desc, r.ts desc, r.i
+  ), best as materialized (
+    select b.*, app.waba_error_rule(b.waba_code, null) as er
+    from (select distinct on (mt.message_id) mt.*
+          from matched mt
+          where mt.rank is not null and mt.message_id is not null
+          order by mt.message_id, mt.rank desc, mt.ts desc, mt.i) b
   ), applied as (
     update app.messages m
     set status = b.status,
+        wamid = coalesce(m.wamid, b.wamid),
+        sent_at = case when b.status <> 'failed' then coalesce(m.sent_at, b.ts) else m.sent_at end,
         delivered_at = case when b.status in ('delivered', 'read') then coalesce(m.delivered_at, b.ts)
                             else m.delivered_at end,
         read_at = case when b.status = 'read' then b.ts else m.read_at end,
-        failed_at = case when b.status = 'failed' then b.ts else m.failed_at end,
+        failed_at = case when b.status = 'failed' then b.ts
+                         when m.status = 'dead' then null else m.failed_at end,
         last_error_code = case when b.status = 'failed' then coalesce(b.error_code, 'waba_failed')
-                               else m.last_error_code end,
-        last_error_message = case when b.status = 'failed' then b.error_message else m.last_error_message end
+                               when m.status in ('sent', 'delivered') then m.last_error_code end,
+        last_error_message = case when b.status = 'failed' then b.error_message
+                                  when m.status in ('sent', 'delivered') then m.last_error_message end,
+        lease_owner = null,
+        lease_expires_at = null
     from best b
-    where m.wamid = any (wamids)  -- drives the plan through messages_wamid_key
-      and m.wamid = b.wamid
-      and ((b.status = 'delivered' and m.status = 'sent')
-        or (b.status = 'read' and m.status in ('sent', 'delivered'))
-        or (b.status = 'failed' and m.status = 'sent'))
-    returning m.id
-  ), remembered as (
-    insert into app.pending_waba_statuses (wamid, status, occurred_at, error_code, error_message)
-    select distinct on (r.wamid, r.status) r.wamid, r.status, r.ts, r.error_code, r.error_message
-    from ranked r
-    where remember_unknown and not r.known and r.rank is not null
-      and r.wamid is not null and length(r.wamid) between 1 and 200
-    order by r.wamid, r.status, r.ts desc
-    on conflict (wamid, status) do nothing
-    returning 1
+    where m.id = any (array(select b2.message_id from best b2))  -- by primary key
+      and m.id = b.message_id
+      and (m.wamid is null or m.wamid = b.wamid)
+      and ((b.rank between 1 and 3
+            and b.rank > case m.status when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
+                                       when 'queued' then 0 when 'held' then 0 when 'leased' then 0
+                                       when 'unknown' then 0 when 'dead' then 0 else 99 end)
+        or (b.status = 'failed'
+            and (m.status = 'sent'
+                 or (m.wamid is null and m.status in ('queued', 'held', 'leased', 'unknown', 'dead')
+                     and coalesce((b.er).action, 'fail') <> 'retry'))))
+    returning m.id, m.status, m.channel_id, m.template_name, m.template_language, (b.er).action as rule_action,
+              (b.er).reason as rule_reason, (b.er).cooldown_seconds as rule_cooldown, b.error_code, b.error_message
   )
-  select jsonb_build_object(
-    'applied', (select count(*) from applied),
-    'ignored', (select count(*) from ranked r where r.known) - (select count(*) from applied),
-    'unknown', (select count(*) from ranked r where not r.known))
+  select (select count(*) from applied)::integer as applied,
+         ((select count(*) from matched mt where mt.message_id is not null) - (select count(*) from applied))::integer
+           as ignored,
+         (select count(*) from matched mt where mt.message_id is null)::integer as unknown,
+         (select jsonb_agg(e) from (
+            select distinct on (a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language)
+                   a.channel_id, a.rule_action as action, a.rule_reason as reason,
+                   a.rule_cooldown as cooldown_seconds, a.error_code, a.error_message, a.template_name,
+                   a.template_language
+            from applied a
+            where a.status = 'failed' and a.rule_action in ('throttle', 'pause_channel', 'pause_template')
+            order by a.channel_id, a.rule_action, a.rule_reason, a.template_name, a.template_language) e)
+           as effects
     into result;
-  return result;
+  if result.effects is not null then
+    perform app.apply_error_effects(result.effects);
+  end if;
+  return jsonb_build_object('applied', result.applied, 'ignored', result.ignored, 'unknown', result.unknown);
 end;
-$$;
+$_$;
+
+--
+-- Name: FUNCTION apply_waba_statuses(statuses jsonb); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.apply_waba_statuses(statuses jsonb) IS 'Applies webhook statuses by message id (biz_opaque_callback_data) or recipient + wamid: monotonic, proof of a send, failed statuses classified by app.waba_error_rules.';
 
 --
 -- Name: authorize(text[]); Type: FUNCTION; Schema: app; Owner: -
@@ -1338,15 +1811,15 @@ COMMENT ON FUNCTION app.backoff_seconds(attempt integer, jitter double precision
 CREATE FUNCTION app.is_template_language(value text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO ''
-    AS $_$
-  select value ~ '^[a-z]{2,3}(_[A-Za-z]{2,4})?$'
-$_$;
+    AS $$
+  select value = any (app.template_languages())
+$$;
 
 --
 -- Name: FUNCTION is_template_language(value text); Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON FUNCTION app.is_template_language(value text) IS 'True for a WhatsApp template language code such as "en" or "en_US".';
+COMMENT ON FUNCTION app.is_template_language(value text) IS 'True for a language code Meta accepts for templates (app.template_languages), e.g. "en" or "en_US".';
 
 --
 -- Name: is_template_name(text); Type: FUNCTION; Schema: app; Owner: -
@@ -1419,8 +1892,13 @@ CREATE TABLE app.campaigns (
     enqueue_cursor bigint DEFAULT 0 NOT NULL,
     dispatch_error text,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    pause_reason text,
+    pause_detail text,
     CONSTRAINT campaigns_amount_minor_check CHECK ((amount_minor > 0)),
     CONSTRAINT campaigns_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT campaigns_pause_detail_check CHECK ((length(pause_detail) <= 1000)),
+    CONSTRAINT campaigns_pause_reason CHECK ((((pause_reason IS NULL) AND (pause_detail IS NULL)) OR (status = 'paused'::text))),
+    CONSTRAINT campaigns_pause_reason_check CHECK ((pause_reason ~ '^[a-z][a-z0-9_]{1,62}$'::text)),
     CONSTRAINT campaigns_status_check CHECK ((status = ANY (ARRAY['draft'::text, 'scheduled'::text, 'dispatching'::text, 'completed'::text, 'paused'::text, 'cancelled'::text]))),
     CONSTRAINT campaigns_template_language_check CHECK (app.is_template_language(template_language)),
     CONSTRAINT campaigns_template_name_check CHECK (app.is_template_name(template_name)),
@@ -1451,6 +1929,12 @@ COMMENT ON COLUMN app.campaigns.template_params IS 'Body parameters of the templ
 --
 
 COMMENT ON COLUMN app.campaigns.enqueue_cursor IS 'Targets with id <= enqueue_cursor have been enqueued.';
+
+--
+-- Name: COLUMN campaigns.pause_reason; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.campaigns.pause_reason IS 'Why the campaign is paused: admin, or a template reason (app.pause_reasons); null unless paused.';
 
 --
 -- Name: campaign_view(app.campaigns); Type: FUNCTION; Schema: app; Owner: -
@@ -1490,6 +1974,96 @@ $$;
 COMMENT ON FUNCTION app.cancel_messages(message_ids bigint[], reason text) IS 'Stops the waiting (queued, held) messages among message_ids for reason: cancelled (voucher voided by trigger messages_cancelled_void_voucher) or, if an attempt may have been sent, unknown.';
 
 --
+-- Name: channels; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.channels (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    phone_number_id text NOT NULL,
+    display_name text NOT NULL,
+    rate_per_minute integer DEFAULT 250 NOT NULL,
+    burst integer NOT NULL,
+    min_recipient_interval_seconds integer DEFAULT 6 NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    tokens numeric NOT NULL,
+    refilled_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    portfolio_id uuid DEFAULT '00000000-0000-4000-8000-000000000001'::uuid NOT NULL,
+    waba_id text,
+    display_phone_number text,
+    pause_reason text,
+    paused_at timestamp with time zone,
+    paused_until timestamp with time zone,
+    pause_error_code text,
+    pause_error_message text,
+    effective_rate_per_minute numeric,
+    rate_decreased_at timestamp with time zone,
+    rate_changed_at timestamp with time zone,
+    quality_event text,
+    quality_updated_at timestamp with time zone,
+    CONSTRAINT channels_burst_check CHECK ((burst > 0)),
+    CONSTRAINT channels_display_name_check CHECK (((length(display_name) >= 1) AND (length(display_name) <= 200))),
+    CONSTRAINT channels_display_phone_number_check CHECK ((display_phone_number ~ '^[0-9]{6,20}$'::text)),
+    CONSTRAINT channels_effective_rate CHECK (((effective_rate_per_minute IS NULL) OR ((effective_rate_per_minute > (0)::numeric) AND (effective_rate_per_minute <= (rate_per_minute)::numeric)))),
+    CONSTRAINT channels_min_recipient_interval_seconds_check CHECK (((min_recipient_interval_seconds >= 0) AND (min_recipient_interval_seconds <= 86400))),
+    CONSTRAINT channels_pause_error_code_check CHECK ((length(pause_error_code) <= 100)),
+    CONSTRAINT channels_pause_error_message_check CHECK ((length(pause_error_message) <= 1000)),
+    CONSTRAINT channels_pause_fields CHECK ((((pause_reason IS NULL) AND (paused_until IS NULL) AND (paused_at IS NULL)) OR (status = 'paused'::text))),
+    CONSTRAINT channels_pause_reason_check CHECK ((pause_reason ~ '^[a-z][a-z0-9_]{1,62}$'::text)),
+    CONSTRAINT channels_phone_number_id_check CHECK ((phone_number_id ~ '^[0-9]{1,32}$'::text)),
+    CONSTRAINT channels_quality_event_check CHECK ((quality_event ~ '^[A-Z_]{1,40}$'::text)),
+    CONSTRAINT channels_rate_per_minute_check CHECK ((rate_per_minute > 0)),
+    CONSTRAINT channels_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text]))),
+    CONSTRAINT channels_tokens_check CHECK ((tokens >= (0)::numeric)),
+    CONSTRAINT channels_tokens_within_burst CHECK ((tokens <= (burst)::numeric)),
+    CONSTRAINT channels_waba_id_check CHECK ((waba_id ~ '^[0-9]{1,32}$'::text))
+);
+
+--
+-- Name: TABLE channels; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.channels IS 'WhatsApp senders (Cloud API phone number ids) with a per-channel token bucket: rate_per_minute, burst, tokens, refilled_at.';
+
+--
+-- Name: COLUMN channels.tokens; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.channels.tokens IS 'Token bucket: tokens available at refilled_at (refilled lazily by claims).';
+
+--
+-- Name: COLUMN channels.pause_reason; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.channels.pause_reason IS 'Why the channel is paused (app.pause_reasons); null while active.';
+
+--
+-- Name: COLUMN channels.paused_until; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.channels.paused_until IS 'A temporary pause resumes by itself at this time; null = until resumed.';
+
+--
+-- Name: COLUMN channels.effective_rate_per_minute; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.channels.effective_rate_per_minute IS 'AIMD: the rate the bucket refills at after 130429 (halved), recovering to rate_per_minute; null = rate_per_minute.';
+
+--
+-- Name: channel_view(app.channels); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.channel_view(c app.channels) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.to_jsonb(c) || pg_catalog.jsonb_build_object(
+    'pause', app.pause_view(case when c.status = 'paused' then coalesce(c.pause_reason, 'admin') end),
+    'portfolio', (select app.portfolio_usage_view(p) from app.portfolios p where p.id = c.portfolio_id))
+$$;
+
+--
 -- Name: claim_channel_messages(uuid, integer, integer, text, timestamp with time zone, boolean); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -1504,6 +2078,7 @@ CREATE FUNCTION app.claim_channel_messages(channel_id uuid, max_messages integer
 declare
   channel app.channels;
   t timestamptz;
+  rate numeric;
   available numeric;
   take integer;
   dispatching uuid[];
@@ -1511,6 +2086,11 @@ declare
   spacing_campaign uuid;           -- app.channel_spacing, as the last claim left it
   spacing_other_at timestamptz;
   unprobed_campaign uuid;          -- candidates of this campaign need no spacing probe
+  tier_limit integer;              -- the portfolio's messaging limit; null = unlimited (nothing tracked)
+  window_start timestamptz;        -- the rolling 24 h window's first bucket
+  tier_used integer;
+  tier_remaining integer;          -- new recipients this claim may add
+  tier_free_at timestamptz;        -- when the oldest counted bucket leaves the window
 begin
   if wait then
     select * into channel from app.channels c where c.id = claim_channel_messages.channel_id for update;
@@ -1518,13 +2098,21 @@ begin
     select * into channel from app.channels c where c.id = claim_channel_messages.channel_id
     for update skip locked;
   end if;
-  if not found or channel.status <> 'active' then
+  if not found then
     return;
   end if;
 
   t := greatest(coalesce(at, clock_timestamp()), channel.refilled_at);
-  available := least(channel.burst,
-    channel.tokens + extract(epoch from t - channel.refilled_at) * channel.rate_per_minute / 60.0);
+  if channel.status <> 'active' then
+    if channel.paused_until is null or channel.paused_until > t then
+      return;
+    end if;
+    perform app.resume_channel(channel.id, 'auto', t);
+  end if;
+
+  rate := coalesce(channel.effective_rate_per_minute, channel.rate_per_minute);
+  available := least(app.effective_burst(channel.burst, channel.rate_per_minute, channel.effective_rate_per_minute),
+    channel.tokens + extract(epoch from t - channel.refilled_at) * rate / 60.0);
   take := least(floor(available)::integer, max_messages);
   if take < 1 then
     return;  -- the bucket refills lazily: nothing to store
@@ -1540,10 +2128,28 @@ begin
     unprobed_campaign := spacing_campaign;
   end if;
 
+  select p.messaging_limit into tier_limit from app.portfolios p where p.id = channel.portfolio_id;
+  if tier_limit is not null then
+    select p.messaging_limit into tier_limit from app.portfolios p where p.id = channel.portfolio_id for update;
+    window_start := app.tier_window_start(t);
+    select coalesce(sum(u.recipients), 0)::integer,
+           coalesce(min(u.bucket_start) filter (where u.recipients > 0), app.usage_bucket(t))
+             + interval '24 hours 5 minutes'
+      into tier_used, tier_free_at
+    from app.portfolio_usage u
+    where u.portfolio_id = channel.portfolio_id and u.bucket_start >= window_start;
+    tier_remaining := greatest(0, tier_limit - tier_used);
+  end if;
+
   return query
   with candidates as materialized (
     select m.id, m.to_msisdn, m.next_attempt_at,
-           exists (select from app.opt_outs o where o.msisdn = m.to_msisdn offset 0) as opted_out
+           exists (select from app.opt_outs o where o.msisdn = m.to_msisdn offset 0) as opted_out,
+           -- The recipient's last claim in this portfolio (tier tracking only).
+           case when tier_limit is not null then
+             (select r.last_at from app.portfolio_recipients r
+              where r.portfolio_id = channel.portfolio_id and r.msisdn = m.to_msisdn offset 0)
+           end as prev_at
     from app.messages m
     where m.channel_id = channel.id
       and m.status = 'queued'
@@ -1563,19 +2169,34 @@ begin
     order by m.next_attempt_at, m.id
     limit take
     for update of m skip locked
-  ), picked as (
-    -- At most one message per recipient in a batch (the first one due).
-    select distinct on (c.to_msisdn) c.id
+  ), firsts as (
+    -- At most one message per recipient in a batch (the first one due); a
+    -- recipient is new to the tier when not counted in the window.
+    select distinct on (c.to_msisdn) c.id, c.next_attempt_at, c.prev_at,
+           tier_limit is not null and (c.prev_at is null or c.prev_at < window_start) as fresh
     from candidates c
     where not c.opted_out
     order by c.to_msisdn, c.next_attempt_at, c.id
+  ), ranked as (
+    select f.*, case when f.fresh then row_number() over (partition by f.fresh order by f.next_attempt_at, f.id) end
+                  as fresh_rank
+    from firsts f
   ), leased as (
     update app.messages m
     set status = 'leased', attempts = m.attempts + 1, last_attempt_at = t,
         lease_owner = worker, lease_expires_at = t + make_interval(secs => lease_seconds)
-    where m.id = any (array(select p.id from picked p))  -- by primary key
+    where m.id = any (array(select r.id from ranked r
+                            where not r.fresh or r.fresh_rank <= tier_remaining))  -- by primary key
     returning m.id, m.campaign_id, m.channel_id, m.to_msisdn, m.template_name, m.template_language,
               m.body_parameters, m.attempts, m.lease_owner, m.lease_expires_at
+  ), tier_waiting as (
+    -- New recipients beyond the tier wait until the window frees a bucket.
+    update app.messages m
+    set next_attempt_at = greatest(m.next_attempt_at, tier_free_at),
+        last_error_code = 'messaging_limit',
+        last_error_message = format('The portfolio''s messaging limit (%s unique recipients per 24 h) is reached.',
+                                    tier_limit)
+    where m.id = any (array(select r.id from ranked r where r.fresh and r.fresh_rank > tier_remaining))
   ), stopped as (
     -- Opted out since they were enqueued: stopped here, never sent (the columns
     -- app.cancel_messages writes).
@@ -1605,6 +2226,30 @@ begin
   ), logged as (
     insert into app.dispatch_claims (channel_id, claimed_at, messages, worker)
     select channel.id, t, k.n, claim_channel_messages.worker from counted k where k.n > 0
+  ), recipients as (
+    insert into app.portfolio_recipients as r (portfolio_id, msisdn, last_at)
+    select channel.portfolio_id, x.to_msisdn, t from leased x where tier_limit is not null
+    on conflict on constraint portfolio_recipients_pkey do update set last_at = excluded.last_at
+  ), usage_delta as (
+    -- Each leased recipient now counts in this claim's bucket, and no longer in
+    -- the bucket of its previous claim when that one is still in the window.
+    select b.bucket, sum(b.delta)::integer as delta
+    from (select app.usage_bucket(t) as bucket, 1 as delta from leased x where tier_limit is not null
+          union all
+          select app.usage_bucket(r.prev_at), -1
+          from leased x join ranked r on r.id = x.id
+          where tier_limit is not null and not r.fresh) b
+    group by b.bucket
+  ), usage_added as (
+    insert into app.portfolio_usage as u (portfolio_id, bucket_start, recipients)
+    select channel.portfolio_id, d.bucket, d.delta from usage_delta d where d.delta > 0
+    on conflict on constraint portfolio_usage_pkey do update set recipients = u.recipients + excluded.recipients
+  ), usage_removed as (
+    -- A separate UPDATE: an insert's check runs before ON CONFLICT, so a negative
+    -- delta cannot go through the upsert. (A bucket's net delta has one sign.)
+    update app.portfolio_usage u set recipients = u.recipients + d.delta
+    from usage_delta d
+    where u.portfolio_id = channel.portfolio_id and u.bucket_start = d.bucket and d.delta < 0
   )
   select x.id, x.campaign_id, x.channel_id, channel.phone_number_id, x.to_msisdn::text, x.template_name,
          x.template_language, x.body_parameters, x.attempts, x.lease_owner, x.lease_expires_at
@@ -1617,7 +2262,7 @@ $$;
 -- Name: FUNCTION claim_channel_messages(channel_id uuid, max_messages integer, lease_seconds integer, worker text, at timestamp with time zone, wait boolean); Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON FUNCTION app.claim_channel_messages(channel_id uuid, max_messages integer, lease_seconds integer, worker text, at timestamp with time zone, wait boolean) IS 'Token-bucket claim for one channel (lock the channel row, refill, take ≤ floor(tokens) with SKIP LOCKED), one statement after the lock; returns the leased messages.';
+COMMENT ON FUNCTION app.claim_channel_messages(channel_id uuid, max_messages integer, lease_seconds integer, worker text, at timestamp with time zone, wait boolean) IS 'Token-bucket claim for one channel (lock the channel row, auto-resume a due pause, refill at the effective rate, take ≤ floor(tokens) with SKIP LOCKED, within the portfolio''s messaging tier), one statement after the locks; returns the leased messages.';
 
 --
 -- Name: claim_messages_at(uuid, integer, integer, text, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
@@ -1644,7 +2289,8 @@ begin
       from app.messages m
       where m.channel_id = c.id and m.status = 'queued'
     ) q
-    where c.status = 'active' and q.oldest <= coalesce(at, clock_timestamp())
+    where (c.status = 'active' or c.paused_until <= coalesce(at, clock_timestamp()))
+      and q.oldest <= coalesce(at, clock_timestamp())
     order by q.oldest
   loop
     return query select * from app.claim_channel_messages(ch, max_messages - claimed, lease_seconds, worker, at, false);
@@ -1781,6 +2427,24 @@ CREATE FUNCTION app.default_burst(rate_per_minute integer) RETURNS integer
     AS $$
   select greatest(1, pg_catalog.ceil(rate_per_minute / 6.0)::integer)
 $$;
+
+--
+-- Name: effective_burst(integer, integer, numeric); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.effective_burst(burst integer, rate_per_minute integer, effective numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select case when effective is null then burst::numeric
+              else least(burst, greatest(1, pg_catalog.ceil(burst * effective / rate_per_minute))) end
+$$;
+
+--
+-- Name: FUNCTION effective_burst(burst integer, rate_per_minute integer, effective numeric); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.effective_burst(burst integer, rate_per_minute integer, effective numeric) IS 'The bucket size at an effective rate: burst scaled down with the rate.';
 
 --
 -- Name: enqueue_campaign_chunk(uuid, integer, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
@@ -2091,6 +2755,34 @@ $$;
 COMMENT ON FUNCTION app.invoke_dispatch() IS 'pg_cron: POSTs /functions/v1/dispatch via pg_net (net.http_post) with project_url and service_key from Vault; returns the request id.';
 
 --
+-- Name: is_messaging_tier(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.is_messaging_tier(tier text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select tier in ('TIER_50', 'TIER_250', 'TIER_1K', 'TIER_2K', 'TIER_10K', 'TIER_100K', 'TIER_UNLIMITED')
+$$;
+
+--
+-- Name: is_template_param_text(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.is_template_param_text(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select value is not null and pg_catalog.btrim(value) <> '' and value !~ '[\n\r\t]' and value !~ ' {5}'
+$$;
+
+--
+-- Name: FUNCTION is_template_param_text(value text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.is_template_param_text(value text) IS 'True for text WhatsApp accepts as a template parameter: not empty, no new line or tab, at most 4 consecutive spaces.';
+
+--
 -- Name: issue_batch(uuid, integer, timestamp with time zone, uuid); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -2293,6 +2985,194 @@ $$;
 COMMENT ON FUNCTION app.parse_code(input text) IS 'Normalises and validates a typed code; returns the canonical 15 characters or raises invalid_code_format / invalid_code_checksum (400).';
 
 --
+-- Name: pause_campaign_row(uuid, text, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.pause_campaign_row(campaign_id uuid, reason text, detail text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  update app.campaigns c
+  set status = 'paused', paused_at = now(), pause_reason = pause_campaign_row.reason,
+      pause_detail = left(pause_campaign_row.detail, 1000), updated_at = now()
+  where c.id = pause_campaign_row.campaign_id and c.status in ('scheduled', 'dispatching');
+  if not found then
+    return false;
+  end if;
+  update app.messages m set status = 'held'
+  where m.id = any (array(select q.id from app.messages q
+                          where q.campaign_id = pause_campaign_row.campaign_id and q.status = 'queued'
+                          for update skip locked));
+  return true;
+end;
+$$;
+
+--
+-- Name: FUNCTION pause_campaign_row(campaign_id uuid, reason text, detail text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.pause_campaign_row(campaign_id uuid, reason text, detail text) IS 'Pauses a scheduled or dispatching campaign for a reason other than an admin''s; holds its queued messages (SKIP LOCKED).';
+
+--
+-- Name: pause_channel(uuid, text, timestamp with time zone, text, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.pause_channel(channel_id uuid, reason text, until timestamp with time zone DEFAULT NULL::timestamp with time zone, error_code text DEFAULT NULL::text, error_message text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  update app.channels c
+  set status = 'paused',
+      pause_reason = pause_channel.reason,
+      paused_at = case when c.status = 'active' then now() else c.paused_at end,
+      paused_until = pause_channel.until,
+      pause_error_code = left(pause_channel.error_code, 100),
+      pause_error_message = left(pause_channel.error_message, 1000),
+      updated_at = now()
+  where c.id = pause_channel.channel_id
+    and (c.status = 'active'
+         or (c.paused_until is not null
+             and (pause_channel.until is null or pause_channel.until > c.paused_until)));
+  return found;
+end;
+$$;
+
+--
+-- Name: FUNCTION pause_channel(channel_id uuid, reason text, until timestamp with time zone, error_code text, error_message text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.pause_channel(channel_id uuid, reason text, until timestamp with time zone, error_code text, error_message text) IS 'Pauses a channel with a reason (app.pause_reasons) until a time or until resumed; the stronger pause wins.';
+
+--
+-- Name: pause_template_campaigns(uuid, text, text, text, text, text, boolean); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.pause_template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, reason text, detail text, include_unassigned boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  k uuid;
+  n integer := 0;
+begin
+  for k in
+    select * from app.template_campaigns(channel_id, waba_id, template_name, template_language, include_unassigned,
+                                         array['scheduled', 'dispatching'])
+  loop
+    if app.pause_campaign_row(k, reason, detail) then
+      n := n + 1;
+    end if;
+  end loop;
+  return n;
+end;
+$$;
+
+--
+-- Name: FUNCTION pause_template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, reason text, detail text, include_unassigned boolean); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.pause_template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, reason text, detail text, include_unassigned boolean) IS 'Pauses the scheduled and dispatching campaigns that send a template (by channel, or by WABA) for a template reason.';
+
+--
+-- Name: pause_view(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.pause_view(reason text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select case when reason is null then null
+    else coalesce(
+      (select pg_catalog.jsonb_build_object('reason', r.reason, 'explanation', r.explanation,
+                                            'operator_action', r.operator_action)
+       from app.pause_reasons r where r.reason = pause_view.reason),
+      pg_catalog.jsonb_build_object('reason', reason, 'explanation', null, 'operator_action', null))
+  end
+$$;
+
+--
+-- Name: tier_limit(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.tier_limit(tier text) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select case tier
+    when 'TIER_50' then 50
+    when 'TIER_250' then 250
+    when 'TIER_1K' then 1000
+    when 'TIER_2K' then 2000
+    when 'TIER_10K' then 10000
+    when 'TIER_100K' then 100000
+  end
+$$;
+
+--
+-- Name: FUNCTION tier_limit(tier text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.tier_limit(tier text) IS 'Unique recipients per rolling 24 h for a Meta messaging tier name; null for TIER_UNLIMITED.';
+
+--
+-- Name: portfolios; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.portfolios (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    messaging_tier text DEFAULT 'TIER_250'::text NOT NULL,
+    messaging_limit integer GENERATED ALWAYS AS (app.tier_limit(messaging_tier)) STORED,
+    tier_source text DEFAULT 'admin'::text NOT NULL,
+    tier_updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT portfolios_messaging_tier_check CHECK (app.is_messaging_tier(messaging_tier)),
+    CONSTRAINT portfolios_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT portfolios_tier_source_check CHECK ((tier_source = ANY (ARRAY['admin'::text, 'webhook'::text, 'migration'::text])))
+);
+
+--
+-- Name: TABLE portfolios; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.portfolios IS 'Meta business portfolios: the messaging tier (unique recipients per rolling 24 h) all their channels share.';
+
+--
+-- Name: COLUMN portfolios.messaging_limit; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.portfolios.messaging_limit IS 'Unique recipients per rolling 24 h; null = unlimited.';
+
+--
+-- Name: portfolio_usage_view(app.portfolios, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.portfolio_usage_view(portfolio app.portfolios, at timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.jsonb_build_object(
+    'portfolio_id', portfolio.id,
+    'name', portfolio.name,
+    'messaging_tier', portfolio.messaging_tier,
+    'messaging_limit', portfolio.messaging_limit,
+    'used_last_24h', case when portfolio.messaging_limit is not null then coalesce(u.used, 0) end,
+    'remaining', case when portfolio.messaging_limit is not null
+                      then greatest(0, portfolio.messaging_limit - coalesce(u.used, 0)) end,
+    'next_free_at', case when portfolio.messaging_limit is not null and coalesce(u.used, 0) >= portfolio.messaging_limit
+                         then u.oldest + interval '24 hours 5 minutes' end,
+    'tier_source', portfolio.tier_source,
+    'tier_updated_at', portfolio.tier_updated_at)
+  from (select sum(x.recipients)::integer as used,
+               min(x.bucket_start) filter (where x.recipients > 0) as oldest
+        from app.portfolio_usage x
+        where x.portfolio_id = portfolio.id and x.bucket_start >= app.tier_window_start(at)) u
+$$;
+
+--
 -- Name: promote_due_campaigns(integer, integer); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -2376,16 +3256,19 @@ CREATE FUNCTION app.purge_dispatch_logs() RETURNS jsonb
 declare
   claims integer;
   reclaims integer;
-  statuses integer;
+  recipients integer;
+  buckets integer;
 begin
   delete from app.dispatch_claims d where d.claimed_at < now() - interval '1 day';
   get diagnostics claims = row_count;
   delete from app.lease_reclaims r where r.reclaimed_at < now() - interval '7 days';
   get diagnostics reclaims = row_count;
-  delete from app.pending_waba_statuses p where p.received_at < now() - interval '7 days';
-  get diagnostics statuses = row_count;
+  delete from app.portfolio_recipients r where r.last_at < now() - interval '25 hours';
+  get diagnostics recipients = row_count;
+  delete from app.portfolio_usage u where u.bucket_start < now() - interval '25 hours';
+  get diagnostics buckets = row_count;
   return jsonb_build_object('dispatch_claims', claims, 'lease_reclaims', reclaims,
-                            'pending_waba_statuses', statuses);
+                            'portfolio_recipients', recipients, 'portfolio_usage', buckets);
 end;
 $$;
 
@@ -2393,7 +3276,7 @@ $$;
 -- Name: FUNCTION purge_dispatch_logs(); Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON FUNCTION app.purge_dispatch_logs() IS 'pg_cron: trims app.dispatch_claims (1 day), app.lease_reclaims and app.pending_waba_statuses (7 days).';
+COMMENT ON FUNCTION app.purge_dispatch_logs() IS 'pg_cron: trims app.dispatch_claims (1 day), app.lease_reclaims (7 days), tier usage (25 hours).';
 
 --
 -- Name: purge_expired_idempotency_keys(integer); Type: FUNCTION; Schema: app; Owner: -
@@ -2510,6 +3393,39 @@ $$;
 --
 
 COMMENT ON FUNCTION app.reclaim_expired_leases(max_messages integer) IS 'pg_cron: returns messages whose lease expired (queued, held, dead, or unknown if the campaign was cancelled); logs app.lease_reclaims.';
+
+--
+-- Name: recover_channel_rates(uuid[], timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.recover_channel_rates(channel_ids uuid[], at timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  n integer;
+begin
+  update app.channels c
+  set effective_rate_per_minute = case when r.rate >= c.rate_per_minute then null else r.rate end,
+      rate_changed_at = at
+  from (select ch.id,
+               round(ch.effective_rate_per_minute
+                     + ch.rate_per_minute * 0.05 * extract(epoch from at - coalesce(ch.rate_changed_at, at)), 3) as rate
+        from app.channels ch
+        where ch.id = any (channel_ids) and ch.effective_rate_per_minute is not null) r
+  where c.id = r.id
+    and c.effective_rate_per_minute is not null
+    and (c.rate_changed_at is null or c.rate_changed_at <= at - interval '1 second');
+  get diagnostics n = row_count;
+  return n;
+end;
+$$;
+
+--
+-- Name: FUNCTION recover_channel_rates(channel_ids uuid[], at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.recover_channel_rates(channel_ids uuid[], at timestamp with time zone) IS 'AIMD increase: raises throttled channels'' effective rate by 5% of the configured rate per second since the last change.';
 
 --
 -- Name: redeem_one(app.actor, uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
@@ -2720,6 +3636,118 @@ $$;
 COMMENT ON FUNCTION app.render_body_parameters(params jsonb, voucher_code text, amount_minor bigint, currency text, expires_at timestamp with time zone, campaign_name text, attributes jsonb) IS 'Renders a campaign''s template_params mapping for one message (see app.template_params_valid for the sources).';
 
 --
+-- Name: resume_campaign_row(uuid); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.resume_campaign_row(campaign_id uuid) RETURNS app.campaigns
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  campaign app.campaigns;
+begin
+  select * into campaign from app.campaigns c where c.id = resume_campaign_row.campaign_id;
+  if not found then
+    perform app.raise_error('campaign_not_found', format('Campaign "%s" does not exist.', campaign_id), 404);
+  end if;
+  campaign := app.transition_campaign(campaign_id,
+    case when campaign.status = 'paused' and campaign.dispatch_started_at is null then 'scheduled'
+         else 'dispatching' end);
+  if campaign.status = 'scheduled' and campaign.scheduled_for <= now() then
+    perform app.start_campaign(campaign.id);
+    select * into campaign from app.campaigns c where c.id = resume_campaign_row.campaign_id;
+  end if;
+  return campaign;
+end;
+$$;
+
+--
+-- Name: resume_channel(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.resume_channel(channel_id uuid, resumed_by text DEFAULT 'admin'::text, at timestamp with time zone DEFAULT now()) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  update app.channels c
+  set status = 'active', pause_reason = null, paused_at = null, paused_until = null,
+      pause_error_code = null, pause_error_message = null, updated_at = now()
+  where c.id = resume_channel.channel_id and c.status = 'paused'
+    and (resumed_by <> 'auto' or c.paused_until <= resume_channel.at);
+  return found;
+end;
+$$;
+
+--
+-- Name: FUNCTION resume_channel(channel_id uuid, resumed_by text, at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.resume_channel(channel_id uuid, resumed_by text, at timestamp with time zone) IS 'Resumes a paused channel (resumed_by admin, or auto once paused_until has passed).';
+
+--
+-- Name: resume_due_channels(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.resume_due_channels() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  ch uuid;
+  n integer := 0;
+begin
+  for ch in
+    select c.id from app.channels c
+    where c.status = 'paused' and c.paused_until <= now()
+    order by c.id
+    for update skip locked
+  loop
+    if app.resume_channel(ch, 'auto') then
+      n := n + 1;
+    end if;
+  end loop;
+  return n;
+end;
+$$;
+
+--
+-- Name: FUNCTION resume_due_channels(); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.resume_due_channels() IS 'pg_cron: resumes channels whose paused_until has passed.';
+
+--
+-- Name: resume_template_campaigns(text, text, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.resume_template_campaigns(waba_id text, template_name text, template_language text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  k uuid;
+  n integer := 0;
+begin
+  for k in
+    select t.id from app.template_campaigns(null, waba_id, template_name, template_language, true, array['paused']) t(id)
+    join app.campaigns c on c.id = t.id
+    where c.pause_reason like 'template\_%'
+  loop
+    perform app.resume_campaign_row(k);
+    n := n + 1;
+  end loop;
+  return n;
+end;
+$$;
+
+--
+-- Name: FUNCTION resume_template_campaigns(waba_id text, template_name text, template_language text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.resume_template_campaigns(waba_id text, template_name text, template_language text) IS 'Resumes the campaigns paused for a template reason when Meta approves the template again.';
+
+--
 -- Name: returned_message_status(integer, integer, text, boolean); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -2740,6 +3768,76 @@ $$;
 --
 
 COMMENT ON FUNCTION app.returned_message_status(attempts integer, max_attempts integer, campaign_status text, maybe_sent boolean) IS 'The status of a message whose send did not succeed (retry report, expired lease): dead, queued, held, unknown or cancelled.';
+
+--
+-- Name: seed_portfolio_usage(uuid, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.seed_portfolio_usage(portfolio_id uuid, at timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  window_start timestamptz := app.tier_window_start(at);
+  n integer;
+begin
+  delete from app.portfolio_usage u where u.portfolio_id = seed_portfolio_usage.portfolio_id;
+  delete from app.portfolio_recipients r where r.portfolio_id = seed_portfolio_usage.portfolio_id;
+  if (select p.messaging_limit from app.portfolios p where p.id = seed_portfolio_usage.portfolio_id) is null then
+    return 0;
+  end if;
+  insert into app.portfolio_recipients (portfolio_id, msisdn, last_at)
+  select seed_portfolio_usage.portfolio_id, m.to_msisdn, max(m.last_attempt_at)
+  from app.channels ch
+  join app.campaigns k on k.channel_id = ch.id
+  join app.campaign_targets t on t.campaign_id = k.id
+  join app.messages m on m.id = t.id
+  where ch.portfolio_id = seed_portfolio_usage.portfolio_id
+    and (k.status in ('dispatching', 'paused') or k.completed_at >= window_start or k.cancelled_at >= window_start)
+    and m.last_attempt_at >= window_start
+  group by m.to_msisdn;
+  get diagnostics n = row_count;
+  insert into app.portfolio_usage (portfolio_id, bucket_start, recipients)
+  select r.portfolio_id, app.usage_bucket(r.last_at), count(*)
+  from app.portfolio_recipients r
+  where r.portfolio_id = seed_portfolio_usage.portfolio_id
+  group by 1, 2;
+  return n;
+end;
+$$;
+
+--
+-- Name: FUNCTION seed_portfolio_usage(portfolio_id uuid, at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.seed_portfolio_usage(portfolio_id uuid, at timestamp with time zone) IS 'Rebuilds a portfolio''s tier usage from its channels'' messages attempted in the last 24 h (when tracking starts).';
+
+--
+-- Name: set_portfolio_tier(uuid, text, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.set_portfolio_tier(portfolio_id uuid, tier text, source text) RETURNS app.portfolios
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  before app.portfolios;
+  after app.portfolios;
+begin
+  select * into before from app.portfolios p where p.id = set_portfolio_tier.portfolio_id for update;
+  update app.portfolios p
+  set messaging_tier = tier, tier_source = source, tier_updated_at = now(), updated_at = now()
+  where p.id = before.id
+  returning * into after;
+  if before.messaging_limit is null and after.messaging_limit is not null then
+    perform app.seed_portfolio_usage(after.id);
+  elsif after.messaging_limit is null then
+    delete from app.portfolio_usage u where u.portfolio_id = after.id;
+    delete from app.portfolio_recipients r where r.portfolio_id = after.id;
+  end if;
+  return after;
+end;
+$$;
 
 --
 -- Name: start_campaign(uuid, integer); Type: FUNCTION; Schema: app; Owner: -
@@ -2783,6 +3881,158 @@ $$;
 COMMENT ON FUNCTION app.stop_message_text(reason text, maybe_sent boolean) IS 'The sentence recorded with a stopped message for its reason (opted_out, campaign_cancelled).';
 
 --
+-- Name: target_attribute_problem(jsonb, text[]); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.target_attribute_problem(attributes jsonb, needed text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.jsonb_build_object('attribute', a.name, 'reason',
+           case when coalesce(pg_catalog.jsonb_typeof(attributes -> a.name), 'null') not in ('string', 'number')
+                  or pg_catalog.btrim(attributes ->> a.name) = '' then 'missing_attribute'
+                else 'invalid_attribute' end)
+  from pg_catalog.unnest(needed) with ordinality as a(name, i)
+  where not (coalesce(pg_catalog.jsonb_typeof(attributes -> a.name), 'null') in ('string', 'number')
+             and app.is_template_param_text(attributes ->> a.name))
+  order by a.i
+  limit 1
+$$;
+
+--
+-- Name: template_campaigns(uuid, text, text, text, boolean, text[]); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, include_unassigned boolean, statuses text[]) RETURNS SETOF uuid
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select k.id
+  from app.campaigns k
+  join app.channels ch on ch.id = k.channel_id
+  where k.status = any (statuses)
+    and k.template_name = template_campaigns.template_name
+    and k.template_language = template_campaigns.template_language
+    and (ch.id = template_campaigns.channel_id
+         or (template_campaigns.waba_id is not null
+             and (ch.waba_id = template_campaigns.waba_id or (include_unassigned and ch.waba_id is null))))
+  order by k.id
+$$;
+
+--
+-- Name: template_language_suggestion(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.template_language_suggestion(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select l from pg_catalog.unnest(app.template_languages()) l
+  where pg_catalog.lower(l) = pg_catalog.lower(pg_catalog.replace(pg_catalog.btrim(value), '-', '_'))
+  limit 1
+$$;
+
+--
+-- Name: template_languages(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.template_languages() RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select array[
+    'af', 'sq', 'ar', 'ar_EG', 'ar_AE', 'ar_LB', 'ar_MA', 'ar_QA', 'az', 'be_BY', 'bn', 'bn_IN', 'bg', 'ca',
+    'zh_CN', 'zh_HK', 'zh_TW', 'hr', 'cs', 'da', 'prs_AF', 'nl', 'nl_BE', 'en', 'en_GB', 'en_US', 'en_AE',
+    'en_AU', 'en_CA', 'en_GH', 'en_IE', 'en_IN', 'en_JM', 'en_MY', 'en_NZ', 'en_QA', 'en_SG', 'en_UG', 'en_ZA',
+    'et', 'fil', 'fi', 'fr', 'fr_BE', 'fr_CA', 'fr_CH', 'fr_CI', 'fr_MA', 'ka', 'de', 'de_AT', 'de_CH', 'el',
+    'gu', 'ha', 'he', 'hi', 'hu', 'id', 'ga', 'it', 'ja', 'kn', 'kk', 'rw_RW', 'ko', 'ky_KG', 'lo', 'lv', 'lt',
+    'mk', 'ms', 'ml', 'mr', 'nb', 'ps_AF', 'fa', 'pl', 'pt_BR', 'pt_PT', 'pa', 'ro', 'ru', 'sr', 'si_LK', 'sk',
+    'sl', 'es', 'es_AR', 'es_CL', 'es_CO', 'es_CR', 'es_DO', 'es_EC', 'es_HN', 'es_MX', 'es_PA', 'es_PE',
+    'es_ES', 'es_UY', 'sw', 'sv', 'ta', 'te', 'th', 'tr', 'uk', 'ur', 'uz', 'vi', 'zu']
+$$;
+
+--
+-- Name: FUNCTION template_languages(); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.template_languages() IS 'The language codes Meta accepts for template messages (Supported Languages, 2026-05-21). Case-sensitive.';
+
+--
+-- Name: template_param_attributes(jsonb); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.template_param_attributes(params jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select coalesce(pg_catalog.array_agg(distinct p ->> 'attribute'), '{}')
+  from pg_catalog.jsonb_array_elements(case when pg_catalog.jsonb_typeof(params) = 'array' then params
+                                            else '[]'::jsonb end) p
+  where pg_catalog.jsonb_typeof(p) = 'object' and p ? 'attribute'
+$$;
+
+--
+-- Name: throttle_channel(uuid, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.throttle_channel(channel_id uuid, at timestamp with time zone DEFAULT now()) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  update app.channels c
+  set effective_rate_per_minute = r.rate,
+      tokens = least(c.tokens, app.effective_burst(c.burst, c.rate_per_minute, r.rate)),
+      rate_decreased_at = at,
+      rate_changed_at = at
+  from (select ch.id,
+               round(greatest(greatest(1, ch.rate_per_minute / 64.0),
+                              coalesce(ch.effective_rate_per_minute, ch.rate_per_minute) / 2.0), 3) as rate
+        from app.channels ch where ch.id = throttle_channel.channel_id) r
+  where c.id = r.id
+    and (c.rate_decreased_at is null or c.rate_decreased_at <= at - interval '1 second');
+  return found;
+end;
+$$;
+
+--
+-- Name: FUNCTION throttle_channel(channel_id uuid, at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.throttle_channel(channel_id uuid, at timestamp with time zone) IS 'AIMD decrease: halves a channel''s effective rate (at most once a second).';
+
+--
+-- Name: tier_from_meta(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.tier_from_meta(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select case
+    when app.is_messaging_tier(upper(value)) then upper(value)
+    when upper(value) in ('UNLIMITED', 'TIER_UNLIMITED') then 'TIER_UNLIMITED'
+    when value = '50' then 'TIER_50'
+    when value = '250' then 'TIER_250'
+    when value = '1000' then 'TIER_1K'
+    when value = '2000' then 'TIER_2K'
+    when value = '10000' then 'TIER_10K'
+    when value = '100000' then 'TIER_100K'
+  end
+$$;
+
+--
+-- Name: tier_window_start(timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.tier_window_start(t timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select app.usage_bucket(t - interval '24 hours')
+$$;
+
+--
 -- Name: transition_campaign(uuid, text); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -2808,6 +4058,8 @@ begin
   set status = to_status,
       paused_at = case when to_status = 'paused' then now() else c.paused_at end,
       cancelled_at = case when to_status = 'cancelled' then now() else c.cancelled_at end,
+      pause_reason = case when to_status = 'paused' then 'admin' end,
+      pause_detail = null,
       updated_at = now()
   where c.id = campaign.id
   returning * into campaign;
@@ -2846,6 +4098,17 @@ $$;
 --
 
 COMMENT ON FUNCTION app.try_timestamptz(value text) IS 'Parses a timestamp sent by a client; null when it is not one.';
+
+--
+-- Name: usage_bucket(timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.usage_bucket(t timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.date_bin('5 minutes'::interval, t, '2000-01-01 00:00:00+00'::timestamptz)
+$$;
 
 --
 -- Name: void_voucher_of_cancelled_message(); Type: FUNCTION; Schema: app; Owner: -
@@ -2927,6 +4190,73 @@ CREATE FUNCTION app.voucher_view(v app.vouchers) RETURNS jsonb
 $$;
 
 --
+-- Name: waba_code_of(jsonb, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.waba_code_of(waba_code jsonb, error_code text) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $_$
+  select coalesce(
+    case when pg_catalog.jsonb_typeof(waba_code) = 'number' and (waba_code #>> '{}') ~ '^[0-9]{1,9}$'
+         then (waba_code #>> '{}')::integer end,
+    case when error_code ~ '^waba_[0-9]{1,9}$' then pg_catalog.substr(error_code, 6)::integer end)
+$_$;
+
+--
+-- Name: waba_error_rules; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.waba_error_rules (
+    code integer NOT NULL,
+    code_last integer NOT NULL,
+    subcode integer,
+    scope text NOT NULL,
+    action text NOT NULL,
+    reason text NOT NULL,
+    cooldown_seconds integer,
+    title text NOT NULL,
+    source text NOT NULL,
+    CONSTRAINT waba_error_rules_action_check CHECK ((action = ANY (ARRAY['retry'::text, 'fail'::text, 'opt_out'::text, 'throttle'::text, 'pause_channel'::text, 'pause_template'::text]))),
+    CONSTRAINT waba_error_rules_check CHECK ((code_last >= code)),
+    CONSTRAINT waba_error_rules_code_check CHECK ((code >= 0)),
+    CONSTRAINT waba_error_rules_cooldown CHECK (((cooldown_seconds IS NULL) OR (action = 'pause_channel'::text))),
+    CONSTRAINT waba_error_rules_cooldown_seconds_check CHECK (((cooldown_seconds >= 1) AND (cooldown_seconds <= 604800))),
+    CONSTRAINT waba_error_rules_reason_check CHECK ((reason ~ '^[a-z][a-z0-9_]{1,62}$'::text)),
+    CONSTRAINT waba_error_rules_scope_check CHECK ((scope = ANY (ARRAY['message'::text, 'recipient'::text, 'template'::text, 'channel'::text, 'account'::text]))),
+    CONSTRAINT waba_error_rules_source_check CHECK (((length(source) >= 1) AND (length(source) <= 500))),
+    CONSTRAINT waba_error_rules_subcode_check CHECK ((subcode >= 0)),
+    CONSTRAINT waba_error_rules_title_check CHECK (((length(title) >= 1) AND (length(title) <= 200)))
+);
+
+--
+-- Name: TABLE waba_error_rules; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.waba_error_rules IS 'Per Graph error code (and subcode): scope (message, recipient, template, channel, account) and dispatch action. Read by the report and webhook paths and by the dispatch function (api.waba_error_rules).';
+
+--
+-- Name: waba_error_rule(integer, integer); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.waba_error_rule(code integer, subcode integer DEFAULT NULL::integer) RETURNS app.waba_error_rules
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select r.* from app.waba_error_rules r
+  where waba_error_rule.code between r.code and r.code_last
+    and (r.subcode is null or r.subcode = waba_error_rule.subcode)
+  order by r.subcode is null, r.code_last - r.code
+  limit 1
+$$;
+
+--
+-- Name: FUNCTION waba_error_rule(code integer, subcode integer); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.waba_error_rule(code integer, subcode integer) IS 'The app.waba_error_rules row for a Graph code and subcode (subcode-specific first, single code before a range), or null.';
+
+--
 -- Name: waba_timestamp(jsonb); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -3005,44 +4335,6 @@ CREATE TABLE app.channel_spacing (
 --
 
 COMMENT ON TABLE app.channel_spacing IS 'Per channel: messages of campaigns other than campaign_id were all attempted at or before other_attempt_at (lets the claim skip the spacing probe).';
-
---
--- Name: channels; Type: TABLE; Schema: app; Owner: -
---
-
-CREATE TABLE app.channels (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    phone_number_id text NOT NULL,
-    display_name text NOT NULL,
-    rate_per_minute integer DEFAULT 250 NOT NULL,
-    burst integer NOT NULL,
-    min_recipient_interval_seconds integer DEFAULT 6 NOT NULL,
-    status text DEFAULT 'active'::text NOT NULL,
-    tokens numeric NOT NULL,
-    refilled_at timestamp with time zone DEFAULT now() NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT channels_burst_check CHECK ((burst > 0)),
-    CONSTRAINT channels_display_name_check CHECK (((length(display_name) >= 1) AND (length(display_name) <= 200))),
-    CONSTRAINT channels_min_recipient_interval_seconds_check CHECK (((min_recipient_interval_seconds >= 0) AND (min_recipient_interval_seconds <= 86400))),
-    CONSTRAINT channels_phone_number_id_check CHECK ((phone_number_id ~ '^[A-Za-z0-9_.-]{1,64}$'::text)),
-    CONSTRAINT channels_rate_per_minute_check CHECK ((rate_per_minute > 0)),
-    CONSTRAINT channels_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text]))),
-    CONSTRAINT channels_tokens_check CHECK ((tokens >= (0)::numeric)),
-    CONSTRAINT channels_tokens_within_burst CHECK ((tokens <= (burst)::numeric))
-);
-
---
--- Name: TABLE channels; Type: COMMENT; Schema: app; Owner: -
---
-
-COMMENT ON TABLE app.channels IS 'WhatsApp senders (Cloud API phone number ids) with a per-channel token bucket: rate_per_minute, burst, tokens, refilled_at.';
-
---
--- Name: COLUMN channels.tokens; Type: COMMENT; Schema: app; Owner: -
---
-
-COMMENT ON COLUMN app.channels.tokens IS 'Token bucket: tokens available at refilled_at (refilled lazily by claims).';
 
 --
 -- Name: dispatch_claims; Type: TABLE; Schema: app; Owner: -
@@ -3189,7 +4481,13 @@ COMMENT ON COLUMN app.messages.status IS 'queued | held (campaign paused) | leas
 -- Name: COLUMN messages.attempts; Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON COLUMN app.messages.attempts IS 'Number of claims (send attempts); at max_attempts a retry becomes dead.';
+COMMENT ON COLUMN app.messages.attempts IS 'Claims that spent an attempt (a deferred claim — refused for the channel''s, account''s or template''s sake, or never sent — is refunded); at max_attempts a retry becomes dead.';
+
+--
+-- Name: COLUMN messages.wamid; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.messages.wamid IS 'WhatsApp message id of the send that succeeded (from the report, or from a status webhook that came first).';
 
 --
 -- Name: opt_outs; Type: TABLE; Schema: app; Owner: -
@@ -3209,21 +4507,56 @@ CREATE TABLE app.opt_outs (
 COMMENT ON TABLE app.opt_outs IS 'Global opt-outs: honoured when targets are added, when messages are enqueued and again at claim.';
 
 --
--- Name: pending_waba_statuses; Type: TABLE; Schema: app; Owner: -
+-- Name: pause_reasons; Type: TABLE; Schema: app; Owner: -
 --
 
-CREATE TABLE app.pending_waba_statuses (
-    wamid text NOT NULL,
-    status text NOT NULL,
-    occurred_at timestamp with time zone NOT NULL,
-    error_code text,
-    error_message text,
-    received_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT pending_waba_statuses_error_code_check CHECK ((length(error_code) <= 100)),
-    CONSTRAINT pending_waba_statuses_error_message_check CHECK ((length(error_message) <= 1000)),
-    CONSTRAINT pending_waba_statuses_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'read'::text, 'failed'::text]))),
-    CONSTRAINT pending_waba_statuses_wamid_check CHECK (((length(wamid) >= 1) AND (length(wamid) <= 200)))
+CREATE TABLE app.pause_reasons (
+    reason text NOT NULL,
+    kind text NOT NULL,
+    explanation text NOT NULL,
+    operator_action text NOT NULL,
+    CONSTRAINT pause_reasons_kind_check CHECK ((kind = ANY (ARRAY['channel'::text, 'campaign'::text, 'throttle'::text]))),
+    CONSTRAINT pause_reasons_reason_check CHECK ((reason ~ '^[a-z][a-z0-9_]{1,62}$'::text))
 );
+
+--
+-- Name: TABLE pause_reasons; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.pause_reasons IS 'Why a channel or campaign is paused (or a channel slowed), and what the operator does about it.';
+
+--
+-- Name: portfolio_recipients; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.portfolio_recipients (
+    portfolio_id uuid NOT NULL,
+    msisdn text NOT NULL,
+    last_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE portfolio_recipients; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.portfolio_recipients IS 'Per portfolio (with a finite tier) and recipient: the last claim time. A recipient counts toward the tier while its last claim is in the window.';
+
+--
+-- Name: portfolio_usage; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.portfolio_usage (
+    portfolio_id uuid NOT NULL,
+    bucket_start timestamp with time zone NOT NULL,
+    recipients integer NOT NULL,
+    CONSTRAINT portfolio_usage_recipients_check CHECK ((recipients >= 0))
+);
+
+--
+-- Name: TABLE portfolio_usage; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.portfolio_usage IS 'Per portfolio: distinct recipients whose last claim fell in each 5-minute bucket; the window sum is the tier usage.';
 
 --
 -- Name: redemptions; Type: TABLE; Schema: app; Owner: -
@@ -3420,11 +4753,32 @@ ALTER TABLE ONLY app.opt_outs
     ADD CONSTRAINT opt_outs_pkey PRIMARY KEY (msisdn);
 
 --
--- Name: pending_waba_statuses pending_waba_statuses_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+-- Name: pause_reasons pause_reasons_pkey; Type: CONSTRAINT; Schema: app; Owner: -
 --
 
-ALTER TABLE ONLY app.pending_waba_statuses
-    ADD CONSTRAINT pending_waba_statuses_pkey PRIMARY KEY (wamid, status);
+ALTER TABLE ONLY app.pause_reasons
+    ADD CONSTRAINT pause_reasons_pkey PRIMARY KEY (reason);
+
+--
+-- Name: portfolio_recipients portfolio_recipients_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.portfolio_recipients
+    ADD CONSTRAINT portfolio_recipients_pkey PRIMARY KEY (portfolio_id, msisdn);
+
+--
+-- Name: portfolio_usage portfolio_usage_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.portfolio_usage
+    ADD CONSTRAINT portfolio_usage_pkey PRIMARY KEY (portfolio_id, bucket_start);
+
+--
+-- Name: portfolios portfolios_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.portfolios
+    ADD CONSTRAINT portfolios_pkey PRIMARY KEY (id);
 
 --
 -- Name: redemptions redemptions_pkey; Type: CONSTRAINT; Schema: app; Owner: -
@@ -3490,6 +4844,13 @@ ALTER TABLE ONLY app.vouchers
     ADD CONSTRAINT vouchers_pkey PRIMARY KEY (id);
 
 --
+-- Name: waba_error_rules waba_error_rules_key; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.waba_error_rules
+    ADD CONSTRAINT waba_error_rules_key UNIQUE NULLS NOT DISTINCT (code, code_last, subcode);
+
+--
 -- Name: campaign_targets_campaign_id_id_idx; Type: INDEX; Schema: app; Owner: -
 --
 
@@ -3520,6 +4881,24 @@ CREATE INDEX campaigns_scheduled_due_idx ON app.campaigns USING btree (scheduled
 CREATE INDEX campaigns_status_idx ON app.campaigns USING btree (status) WHERE (status <> ALL (ARRAY['completed'::text, 'cancelled'::text]));
 
 --
+-- Name: channels_display_phone_number_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX channels_display_phone_number_idx ON app.channels USING btree (display_phone_number) WHERE (display_phone_number IS NOT NULL);
+
+--
+-- Name: channels_portfolio_id_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX channels_portfolio_id_idx ON app.channels USING btree (portfolio_id);
+
+--
+-- Name: channels_waba_id_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX channels_waba_id_idx ON app.channels USING btree (waba_id) WHERE (waba_id IS NOT NULL);
+
+--
 -- Name: dispatch_claims_channel_time_idx; Type: INDEX; Schema: app; Owner: -
 --
 
@@ -3548,18 +4927,6 @@ CREATE INDEX messages_claim_idx ON app.messages USING btree (channel_id, next_at
 --
 
 CREATE INDEX messages_pending_idx ON app.messages USING btree (status, campaign_id) WHERE (status = ANY (ARRAY['queued'::text, 'held'::text, 'leased'::text]));
-
---
--- Name: messages_wamid_key; Type: INDEX; Schema: app; Owner: -
---
-
-CREATE UNIQUE INDEX messages_wamid_key ON app.messages USING btree (wamid) WHERE (wamid IS NOT NULL);
-
---
--- Name: pending_waba_statuses_received_at_idx; Type: INDEX; Schema: app; Owner: -
---
-
-CREATE INDEX pending_waba_statuses_received_at_idx ON app.pending_waba_statuses USING btree (received_at);
 
 --
 -- Name: redemptions_station_time_idx; Type: INDEX; Schema: app; Owner: -
@@ -3631,6 +4998,13 @@ ALTER TABLE ONLY app.channel_spacing
     ADD CONSTRAINT channel_spacing_channel_id_fkey FOREIGN KEY (channel_id) REFERENCES app.channels(id) ON DELETE CASCADE;
 
 --
+-- Name: channels channels_portfolio_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.channels
+    ADD CONSTRAINT channels_portfolio_id_fkey FOREIGN KEY (portfolio_id) REFERENCES app.portfolios(id);
+
+--
 -- Name: dispatch_claims dispatch_claims_channel_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
 --
 
@@ -3671,6 +5045,20 @@ ALTER TABLE ONLY app.messages
 
 ALTER TABLE ONLY app.messages
     ADD CONSTRAINT messages_voucher_id_fkey FOREIGN KEY (voucher_id) REFERENCES app.vouchers(id);
+
+--
+-- Name: portfolio_recipients portfolio_recipients_portfolio_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.portfolio_recipients
+    ADD CONSTRAINT portfolio_recipients_portfolio_id_fkey FOREIGN KEY (portfolio_id) REFERENCES app.portfolios(id) ON DELETE CASCADE;
+
+--
+-- Name: portfolio_usage portfolio_usage_portfolio_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.portfolio_usage
+    ADD CONSTRAINT portfolio_usage_portfolio_id_fkey FOREIGN KEY (portfolio_id) REFERENCES app.portfolios(id) ON DELETE CASCADE;
 
 --
 -- Name: redemptions redemptions_station_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
@@ -3782,10 +5170,28 @@ ALTER TABLE app.messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.opt_outs ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: pending_waba_statuses; Type: ROW SECURITY; Schema: app; Owner: -
+-- Name: pause_reasons; Type: ROW SECURITY; Schema: app; Owner: -
 --
 
-ALTER TABLE app.pending_waba_statuses ENABLE ROW LEVEL SECURITY;
+ALTER TABLE app.pause_reasons ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: portfolio_recipients; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.portfolio_recipients ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: portfolio_usage; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.portfolio_usage ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: portfolios; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.portfolios ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: redemptions; Type: ROW SECURITY; Schema: app; Owner: -
@@ -3816,6 +5222,12 @@ ALTER TABLE app.voucher_batches ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app.vouchers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: waba_error_rules; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.waba_error_rules ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA api; Type: ACL; Schema: -; Owner: -
@@ -3883,12 +5295,20 @@ GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, curren
 GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb) TO service_role;
 
 --
--- Name: FUNCTION create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer); Type: ACL; Schema: api; Owner: -
+-- Name: FUNCTION create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text); Type: ACL; Schema: api; Owner: -
 --
 
-REVOKE ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer) TO authenticated;
-GRANT ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer) TO service_role;
+REVOKE ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) TO authenticated;
+GRANT ALL ON FUNCTION api.create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) TO service_role;
+
+--
+-- Name: FUNCTION create_portfolio(name text, messaging_tier text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.create_portfolio(name text, messaging_tier text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_portfolio(name text, messaging_tier text) TO authenticated;
+GRANT ALL ON FUNCTION api.create_portfolio(name text, messaging_tier text) TO service_role;
 
 --
 -- Name: FUNCTION create_station(code text, name text, region text); Type: ACL; Schema: api; Owner: -
@@ -3913,6 +5333,14 @@ GRANT ALL ON FUNCTION api.issue_vouchers(campaign_id uuid, count integer, idempo
 REVOKE ALL ON FUNCTION api.list_channels() FROM PUBLIC;
 GRANT ALL ON FUNCTION api.list_channels() TO authenticated;
 GRANT ALL ON FUNCTION api.list_channels() TO service_role;
+
+--
+-- Name: FUNCTION list_portfolios(); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_portfolios() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_portfolios() TO authenticated;
+GRANT ALL ON FUNCTION api.list_portfolios() TO service_role;
 
 --
 -- Name: FUNCTION list_vouchers(campaign_id uuid, status text, batch_id uuid, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
@@ -3954,6 +5382,20 @@ REVOKE ALL ON FUNCTION api.record_opt_out(msisdn text, source text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.record_opt_out(msisdn text, source text) TO service_role;
 
 --
+-- Name: FUNCTION record_phone_number_quality(waba_id text, display_phone_number text, event text, current_limit text, max_daily_conversations text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.record_phone_number_quality(waba_id text, display_phone_number text, event text, current_limit text, max_daily_conversations text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_phone_number_quality(waba_id text, display_phone_number text, event text, current_limit text, max_daily_conversations text) TO service_role;
+
+--
+-- Name: FUNCTION record_template_status(waba_id text, template_name text, template_language text, event text, reason text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.record_template_status(waba_id text, template_name text, template_language text, event text, reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_template_status(waba_id text, template_name text, template_language text, event text, reason text) TO service_role;
+
+--
 -- Name: FUNCTION record_waba_statuses(statuses jsonb); Type: ACL; Schema: api; Owner: -
 --
 
@@ -3992,6 +5434,14 @@ GRANT ALL ON FUNCTION api.resume_campaign(campaign_id uuid) TO authenticated;
 GRANT ALL ON FUNCTION api.resume_campaign(campaign_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION resume_channel(channel_id uuid); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.resume_channel(channel_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.resume_channel(channel_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION api.resume_channel(channel_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION schedule_campaign(campaign_id uuid, start_at timestamp with time zone); Type: ACL; Schema: api; Owner: -
 --
 
@@ -4008,12 +5458,20 @@ GRANT ALL ON FUNCTION api.set_staff(user_id uuid, role text, station_id uuid) TO
 GRANT ALL ON FUNCTION api.set_staff(user_id uuid, role text, station_id uuid) TO service_role;
 
 --
--- Name: FUNCTION update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer); Type: ACL; Schema: api; Owner: -
+-- Name: FUNCTION update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text); Type: ACL; Schema: api; Owner: -
 --
 
-REVOKE ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer) TO authenticated;
-GRANT ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer) TO service_role;
+REVOKE ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) TO authenticated;
+GRANT ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text) TO service_role;
+
+--
+-- Name: FUNCTION update_portfolio(portfolio_id uuid, name text, messaging_tier text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) TO authenticated;
+GRANT ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) TO service_role;
 
 --
 -- Name: FUNCTION void_voucher(code text, reason text, idempotency_key text); Type: ACL; Schema: api; Owner: -
@@ -4024,10 +5482,24 @@ GRANT ALL ON FUNCTION api.void_voucher(code text, reason text, idempotency_key t
 GRANT ALL ON FUNCTION api.void_voucher(code text, reason text, idempotency_key text) TO service_role;
 
 --
--- Name: FUNCTION apply_waba_statuses(statuses jsonb, remember_unknown boolean); Type: ACL; Schema: app; Owner: -
+-- Name: FUNCTION waba_error_rules(); Type: ACL; Schema: api; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app.apply_waba_statuses(statuses jsonb, remember_unknown boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION api.waba_error_rules() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.waba_error_rules() TO authenticated;
+GRANT ALL ON FUNCTION api.waba_error_rules() TO service_role;
+
+--
+-- Name: FUNCTION apply_error_effects(effects jsonb); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.apply_error_effects(effects jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION apply_waba_statuses(statuses jsonb); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.apply_waba_statuses(statuses jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION authorize(allowed text[]); Type: ACL; Schema: app; Owner: -
@@ -4072,6 +5544,12 @@ REVOKE ALL ON FUNCTION app.campaign_view(c app.campaigns) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app.cancel_messages(message_ids bigint[], reason text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION channel_view(c app.channels); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.channel_view(c app.channels) FROM PUBLIC;
+
+--
 -- Name: FUNCTION claim_channel_messages(channel_id uuid, max_messages integer, lease_seconds integer, worker text, at timestamp with time zone, wait boolean); Type: ACL; Schema: app; Owner: -
 --
 
@@ -4112,6 +5590,12 @@ REVOKE ALL ON FUNCTION app.current_actor() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app.default_burst(rate_per_minute integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION effective_burst(burst integer, rate_per_minute integer, effective numeric); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.effective_burst(burst integer, rate_per_minute integer, effective numeric) FROM PUBLIC;
 
 --
 -- Name: FUNCTION enqueue_campaign_chunk(campaign_id uuid, max_targets integer, due_at timestamp with time zone); Type: ACL; Schema: app; Owner: -
@@ -4168,6 +5652,18 @@ REVOKE ALL ON FUNCTION app.idempotency_try_claim(scope text, key text, request j
 REVOKE ALL ON FUNCTION app.invoke_dispatch() FROM PUBLIC;
 
 --
+-- Name: FUNCTION is_messaging_tier(tier text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.is_messaging_tier(tier text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION is_template_param_text(value text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.is_template_param_text(value text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION issue_batch(campaign_id uuid, count integer, expires_at timestamp with time zone, issued_by uuid); Type: ACL; Schema: app; Owner: -
 --
 
@@ -4196,6 +5692,42 @@ REVOKE ALL ON FUNCTION app.normalize_msisdn(value text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app.parse_code(input text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pause_campaign_row(campaign_id uuid, reason text, detail text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.pause_campaign_row(campaign_id uuid, reason text, detail text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pause_channel(channel_id uuid, reason text, until timestamp with time zone, error_code text, error_message text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.pause_channel(channel_id uuid, reason text, until timestamp with time zone, error_code text, error_message text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pause_template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, reason text, detail text, include_unassigned boolean); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.pause_template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, reason text, detail text, include_unassigned boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION pause_view(reason text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.pause_view(reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION tier_limit(tier text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.tier_limit(tier text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION portfolio_usage_view(portfolio app.portfolios, at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.portfolio_usage_view(portfolio app.portfolios, at timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION promote_due_campaigns(chunk integer, max_campaigns integer); Type: ACL; Schema: app; Owner: -
@@ -4240,6 +5772,12 @@ REVOKE ALL ON FUNCTION app.raise_result_error(result jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app.reclaim_expired_leases(max_messages integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION recover_channel_rates(channel_ids uuid[], at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.recover_channel_rates(channel_ids uuid[], at timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone); Type: ACL; Schema: app; Owner: -
 --
 
@@ -4258,10 +5796,46 @@ REVOKE ALL ON FUNCTION app.redeem_station(actor app.actor, station_id uuid) FROM
 REVOKE ALL ON FUNCTION app.render_body_parameters(params jsonb, voucher_code text, amount_minor bigint, currency text, expires_at timestamp with time zone, campaign_name text, attributes jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION resume_campaign_row(campaign_id uuid); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.resume_campaign_row(campaign_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION resume_channel(channel_id uuid, resumed_by text, at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.resume_channel(channel_id uuid, resumed_by text, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION resume_due_channels(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.resume_due_channels() FROM PUBLIC;
+
+--
+-- Name: FUNCTION resume_template_campaigns(waba_id text, template_name text, template_language text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.resume_template_campaigns(waba_id text, template_name text, template_language text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION returned_message_status(attempts integer, max_attempts integer, campaign_status text, maybe_sent boolean); Type: ACL; Schema: app; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app.returned_message_status(attempts integer, max_attempts integer, campaign_status text, maybe_sent boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION seed_portfolio_usage(portfolio_id uuid, at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.seed_portfolio_usage(portfolio_id uuid, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION set_portfolio_tier(portfolio_id uuid, tier text, source text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.set_portfolio_tier(portfolio_id uuid, tier text, source text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION start_campaign(campaign_id uuid, chunk integer); Type: ACL; Schema: app; Owner: -
@@ -4276,6 +5850,54 @@ REVOKE ALL ON FUNCTION app.start_campaign(campaign_id uuid, chunk integer) FROM 
 REVOKE ALL ON FUNCTION app.stop_message_text(reason text, maybe_sent boolean) FROM PUBLIC;
 
 --
+-- Name: FUNCTION target_attribute_problem(attributes jsonb, needed text[]); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.target_attribute_problem(attributes jsonb, needed text[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, include_unassigned boolean, statuses text[]); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.template_campaigns(channel_id uuid, waba_id text, template_name text, template_language text, include_unassigned boolean, statuses text[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION template_language_suggestion(value text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.template_language_suggestion(value text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION template_languages(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.template_languages() FROM PUBLIC;
+
+--
+-- Name: FUNCTION template_param_attributes(params jsonb); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.template_param_attributes(params jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION throttle_channel(channel_id uuid, at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.throttle_channel(channel_id uuid, at timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION tier_from_meta(value text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.tier_from_meta(value text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION tier_window_start(t timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.tier_window_start(t timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION transition_campaign(campaign_id uuid, to_status text); Type: ACL; Schema: app; Owner: -
 --
 
@@ -4288,6 +5910,12 @@ REVOKE ALL ON FUNCTION app.transition_campaign(campaign_id uuid, to_status text)
 REVOKE ALL ON FUNCTION app.try_timestamptz(value text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION usage_bucket(t timestamp with time zone); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.usage_bucket(t timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION void_voucher_of_cancelled_message(); Type: ACL; Schema: app; Owner: -
 --
 
@@ -4298,6 +5926,18 @@ REVOKE ALL ON FUNCTION app.void_voucher_of_cancelled_message() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app.voucher_view(v app.vouchers) FROM PUBLIC;
+
+--
+-- Name: FUNCTION waba_code_of(waba_code jsonb, error_code text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.waba_code_of(waba_code jsonb, error_code text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION waba_error_rule(code integer, subcode integer); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.waba_error_rule(code integer, subcode integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION waba_timestamp(value jsonb); Type: ACL; Schema: app; Owner: -
@@ -4318,6 +5958,7 @@ select cron.schedule('dispatch-complete-campaigns', '* * * * *', 'select app.com
 select cron.schedule('dispatch-promote-campaigns', '* * * * *', 'select app.promote_due_campaigns()');
 select cron.schedule('dispatch-purge-logs', '17 * * * *', 'select app.purge_dispatch_logs()');
 select cron.schedule('dispatch-reclaim-leases', '* * * * *', 'select app.reclaim_expired_leases()');
+select cron.schedule('dispatch-resume-channels', '* * * * *', 'select app.resume_due_channels()');
 select cron.schedule('dispatch-tick', '* * * * *', 'select app.invoke_dispatch()');
 select cron.schedule('idempotency-purge', '*/5 * * * *', 'select app.purge_expired_idempotency_keys()');
 select cron.schedule('vouchers-expire', '* * * * *', 'select app.expire_vouchers()');

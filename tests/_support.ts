@@ -8,9 +8,28 @@
  */
 import type postgres from "postgres";
 import { ANON_KEY, API_URL, DB_URL, mintJwt, SERVICE_ROLE_KEY } from "../local/env.ts";
-import { type ApiClient, apiClient, ownerDb } from "../local/harness.ts";
+import { type ApiClient, apiClient, loadErrorRules, ownerDb } from "../local/harness.ts";
+import type { WabaErrorRules } from "../functions/_shared/waba_errors.ts";
 
 export { ANON_KEY, API_URL, DB_URL, ownerDb, SERVICE_ROLE_KEY };
+
+let rules: Promise<WabaErrorRules> | undefined;
+
+/**
+ * The WhatsApp error rules of the running database (`app.waba_error_rules`), loaded
+ * once per test process: the classifier's tests use the real table, not a copy.
+ */
+export function errorRules(): Promise<WabaErrorRules> {
+  rules ??= (async () => {
+    const sql = ownerDb(1);
+    try {
+      return await loadErrorRules(sql);
+    } finally {
+      await sql.end();
+    }
+  })();
+  return rules;
+}
 
 /** A supabase-js client that sends `jwt` (or only the anon key) to the local gateway. */
 export const client: (jwt?: string) => ApiClient = apiClient;

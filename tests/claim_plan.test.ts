@@ -115,6 +115,28 @@ async function claimPlans(historyCampaigns: number): Promise<Record<string, stri
       await claim(`statistics from before a bulk load, after ${historyCampaigns} campaigns`);
       await tx.unsafe("analyze app.campaign_targets; analyze app.messages; analyze app.opt_outs");
       await claim(`fresh statistics, after ${historyCampaigns} campaigns`);
+      // The same channel in a portfolio with a finite tier, half of whose 100,000
+      // recipients were messaged in the window (a full 100K tier's day of usage).
+      await tx.unsafe(`
+        insert into app.portfolios (id, name, messaging_tier)
+        values ('00000000-0000-4000-8000-00000000c1a2', 'Plan portfolio', 'TIER_100K');
+        update app.channels set portfolio_id = '00000000-0000-4000-8000-00000000c1a2' where id = '${CHANNEL}';
+        insert into app.portfolio_recipients (portfolio_id, msisdn, last_at)
+        select '00000000-0000-4000-8000-00000000c1a2', '+2547' || lpad(g::text, 8, '0'),
+               now() - (g % 1440) * interval '1 minute'
+        from generate_series(1, ${MESSAGES}, 2) g;
+        insert into app.portfolio_usage (portfolio_id, bucket_start, recipients)
+        select '00000000-0000-4000-8000-00000000c1a2', app.usage_bucket(r.last_at), count(*)
+        from app.portfolio_recipients r where r.portfolio_id = '00000000-0000-4000-8000-00000000c1a2'
+        group by 2;
+        analyze app.portfolio_recipients;
+        analyze app.portfolio_usage;
+      `);
+      const tier = `a finite messaging tier, after ${historyCampaigns} campaigns`;
+      await claim(tier);
+      const usage = notices.find((m) => m.includes("from app.portfolio_usage u"));
+      assert.ok(usage, `auto_explain logged the tier usage sum (${tier})`);
+      plans[`tier usage, after ${historyCampaigns} campaigns`] = usage;
       throw new Rollback();
     });
   } catch (err) {
@@ -128,6 +150,14 @@ async function claimPlans(historyCampaigns: number): Promise<Record<string, stri
 Deno.test("app.claim_channel_messages plans an ordered index scan and index probes at realistic size, whatever the statistics", async () => {
   const plans = { ...await claimPlans(200), ...await claimPlans(3000) };
   for (const [label, plan] of Object.entries(plans)) {
+    if (label.startsWith("tier usage")) {
+      assert.match(
+        plan,
+        /Index (Only )?Scan using portfolio_usage_pkey on portfolio_usage u/,
+        `${label}: the tier usage is a range of at most 289 buckets of the portfolio's key, not a scan:\n${plan}`,
+      );
+      continue;
+    }
     const candidates = candidatesPlan(plan);
     assert.match(
       candidates,
@@ -150,5 +180,12 @@ Deno.test("app.claim_channel_messages plans an ordered index scan and index prob
       `${label}: the spacing probe finds the recipient's targets by number:\n${candidates}`,
     );
     assert.doesNotMatch(plan, /\bJIT:/, `${label}: the claim is not JIT-compiled`);
+    if (label.startsWith("a finite messaging tier")) {
+      assert.match(
+        candidates,
+        /Index Scan using portfolio_recipients_pkey on portfolio_recipients r/,
+        `${label}: each candidate's recipient is one primary-key probe of the portfolio's recipients:\n${candidates}`,
+      );
+    }
   }
 });

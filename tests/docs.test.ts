@@ -151,3 +151,35 @@ Deno.test("every function of schema api is documented in docs/api.md", async () 
     }`,
   );
 });
+
+/** The pause reasons a document names: table rows (`| \`reason\` |`) or, in prose, every `snake_case` word in backticks. */
+function namedReasons(text: string, table: boolean): Set<string> {
+  const pattern = table ? /^\|\s*`([a-z_]+)`\s*\|/gm : /`([a-z]+(?:_[a-z]+)*)`/g;
+  return new Set([...text.matchAll(pattern)].map((m) => m[1]));
+}
+
+Deno.test("docs/channel_health.md's table and the README's Channel health section explain every pause reason the database knows", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("\n## Channel health\n");
+  assert.ok(start >= 0, 'README.md has a "## Channel health" section');
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  const guide = await Deno.readTextFile(new URL("../docs/channel_health.md", import.meta.url));
+  const sql = ownerDb(1);
+  try {
+    const reasons = (await sql`select reason from app.pause_reasons order by reason`)
+      .map((r) => r.reason as string);
+    const table = namedReasons(guide, true);
+    const prose = namedReasons(section, false);
+    const missing = (named: Set<string>) => reasons.filter((r) => !named.has(r));
+    assert.deepEqual(missing(table), [], "docs/channel_health.md's table lacks these reasons");
+    assert.deepEqual(missing(prose), [], "README.md's Channel health section lacks these reasons");
+    const stale = [...table].filter((r) => !reasons.includes(r));
+    assert.deepEqual(
+      stale,
+      [],
+      "docs/channel_health.md explains reasons the database does not have",
+    );
+  } finally {
+    await sql.end();
+  }
+});

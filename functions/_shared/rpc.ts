@@ -19,6 +19,7 @@
  */
 import { z } from "zod";
 import { callAsServiceRole, type Sql, sqlValue } from "./db.ts";
+import { type WabaErrorRule, WabaErrorRuleSchema } from "./waba_errors.ts";
 
 /**
  * One message leased by `api.claim_messages` (one row each). Over this module's
@@ -43,10 +44,25 @@ export const ClaimedMessageSchema = z.object({
 });
 export type ClaimedMessage = z.infer<typeof ClaimedMessageSchema>;
 
-/** What the dispatcher reports per message to `api.report_message_results`. */
+/** The Graph error behind a failure, for `app.waba_error_rules` (optional). */
+interface GraphError {
+  /** The Graph code the rules are looked up with. */
+  waba_code?: number;
+  /** Graph `error_subcode`. */
+  waba_subcode?: number;
+}
+
+/**
+ * What the dispatcher reports per message to `api.report_message_results`:
+ * `sent`; `retry` (the attempt counts; backoff); `failed` (for good); `deferred`
+ * (back to the queue without spending the attempt: the error was not the
+ * message's — the channel or template is paused, the number throttled — or the
+ * message was never sent). The database defers a `retry` or `failed` whose rule
+ * says so, whatever the dispatcher decided.
+ */
 export type MessageResult =
   | { message_id: number | string; outcome: "sent"; wamid: string }
-  | {
+  | ({
     message_id: number | string;
     outcome: "retry";
     error_code: string;
@@ -54,8 +70,18 @@ export type MessageResult =
     retry_after_seconds?: number;
     /** The request may have reached WhatsApp (a timeout): never recorded as cancelled. */
     maybe_sent?: boolean;
-  }
-  | { message_id: number | string; outcome: "failed"; error_code: string; error_message?: string };
+  } & GraphError)
+  | ({
+    message_id: number | string;
+    outcome: "deferred";
+    error_code: string;
+    error_message?: string;
+    retry_after_seconds?: number;
+  } & GraphError)
+  | (
+    & { message_id: number | string; outcome: "failed"; error_code: string; error_message?: string }
+    & GraphError
+  );
 
 /** Counts returned by `api.report_message_results`; `stale` = reports whose lease was gone. */
 export const ReportSummarySchema = z.object({
@@ -63,6 +89,7 @@ export const ReportSummarySchema = z.object({
   stale: z.number().int(),
   sent: z.number().int(),
   retried: z.number().int(),
+  deferred: z.number().int(),
   failed: z.number().int(),
   dead: z.number().int(),
   unknown: z.number().int(),
@@ -74,10 +101,16 @@ export type ReportSummary = z.infer<typeof ReportSummarySchema>;
 export interface StatusItem {
   wamid: string;
   status: string;
+  /** Our message id, from `biz_opaque_callback_data` (the message is found by it). */
+  message_id?: string;
+  /** The recipient's WhatsApp id: without `message_id`, the message is found by it and the wamid. */
+  recipient_id?: string;
   /** Unix seconds as WhatsApp sends them. */
   timestamp?: string;
   error_code?: string;
   error_message?: string;
+  /** The Graph code of a failed status, for `app.waba_error_rules`. */
+  waba_code?: number;
 }
 
 /** Counts returned by `api.record_waba_statuses`. */
@@ -205,4 +238,99 @@ export async function recordOptOut(
       `msisdn => ${sqlValue(msisdn)}::text, source => ${sqlValue(source)}::text) as result`,
   );
   return parse(OptOutResultSchema, result, "record_opt_out");
+}
+
+/**
+ * `api.waba_error_rules`: every WhatsApp error rule (the one table the report
+ * path applies); the dispatch function loads it once per isolate.
+ *
+ * @example
+ * const rules = new WabaErrorRules(await wabaErrorRules(db));
+ */
+export async function wabaErrorRules(db: Sql): Promise<WabaErrorRule[]> {
+  const result = await call(db, "select api.waba_error_rules() as result");
+  return parse(z.array(WabaErrorRuleSchema), result, "waba_error_rules");
+}
+
+/** Result of `api.record_template_status`. */
+export const TemplateStatusResultSchema = z.object({
+  event: z.string(),
+  action: z.enum(["paused", "resumed", "none"]),
+  campaigns: z.number().int(),
+});
+export type TemplateStatusResult = z.infer<typeof TemplateStatusResultSchema>;
+
+/** A `message_template_status_update` webhook, as `api.record_template_status` takes it. */
+export interface TemplateStatusInput {
+  wabaId: string;
+  templateName: string;
+  templateLanguage: string;
+  event: string;
+  reason?: string | null;
+}
+
+/**
+ * `api.record_template_status`: PAUSED / DISABLED / REJECTED pause the campaigns
+ * sending the template; APPROVED resumes the ones a template reason paused.
+ *
+ * @example
+ * await recordTemplateStatus(db, { wabaId: "102290129340398", templateName: "voucher_issued", templateLanguage: "en", event: "PAUSED" });
+ */
+export async function recordTemplateStatus(
+  db: Sql,
+  input: TemplateStatusInput,
+): Promise<TemplateStatusResult> {
+  const result = await call(
+    db,
+    "select api.record_template_status(" +
+      `waba_id => ${sqlValue(input.wabaId)}::text, ` +
+      `template_name => ${sqlValue(input.templateName)}::text, ` +
+      `template_language => ${sqlValue(input.templateLanguage)}::text, ` +
+      `event => ${sqlValue(input.event)}::text, ` +
+      `reason => ${sqlValue(input.reason ?? null)}::text) as result`,
+  );
+  return parse(TemplateStatusResultSchema, result, "record_template_status");
+}
+
+/** Result of `api.record_phone_number_quality`. */
+export const PhoneQualityResultSchema = z.object({
+  event: z.string(),
+  channels: z.number().int(),
+  messaging_tier: z.string().nullable(),
+  portfolios_updated: z.number().int(),
+});
+export type PhoneQualityResult = z.infer<typeof PhoneQualityResultSchema>;
+
+/** A `phone_number_quality_update` webhook, as `api.record_phone_number_quality` takes it. */
+export interface PhoneQualityInput {
+  wabaId: string | null;
+  displayPhoneNumber: string | null;
+  event: string;
+  currentLimit?: string | null;
+  maxDailyConversations?: string | null;
+}
+
+/**
+ * `api.record_phone_number_quality`: records the quality event on the number's
+ * channels and the messaging tier on their portfolios.
+ *
+ * @example
+ * await recordPhoneNumberQuality(db, { wabaId: "102290129340398", displayPhoneNumber: "15550783881", event: "UPGRADE", maxDailyConversations: "TIER_10K" });
+ */
+export async function recordPhoneNumberQuality(
+  db: Sql,
+  input: PhoneQualityInput,
+): Promise<PhoneQualityResult> {
+  const result = await call(
+    db,
+    "select api.record_phone_number_quality(" +
+      `waba_id => ${sqlValue(input.wabaId)}::text, ` +
+      `display_phone_number => ${sqlValue(input.displayPhoneNumber)}::text, ` +
+      `event => ${sqlValue(input.event)}::text, ` +
+      `current_limit => ${sqlValue(input.currentLimit ?? null)}::text, ` +
+      `max_daily_conversations => ${
+        sqlValue(input.maxDailyConversations ?? null)
+      }::text) as result`,
+  );
+  return parse(PhoneQualityResultSchema, result, "record_phone_number_quality");
 }

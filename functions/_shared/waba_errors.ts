@@ -1,46 +1,111 @@
 /**
- * Classifies a failed WhatsApp Cloud API call as retryable or permanent.
+ * Classifies a failed WhatsApp Cloud API call: whether a retry can help, and
+ * which *scope* the error is about (the message, the recipient, the template,
+ * the phone number or the business account) with the action dispatch takes.
  *
- * Meta asks integrators to branch on the Graph error `code` (never on the
- * message text or the HTTP status alone), so the decision is table-driven on
- * `code`. Only a missing response (timeout, network) or a server-side 5xx
- * comes first; an unknown code falls back to `is_transient` and the status:
+ * The Graph codes are not listed here. They live in one table,
+ * `app.waba_error_rules` (migration `*_waba_error_rules.sql`), which the database
+ * applies when a send is reported and which the dispatch function loads once per
+ * isolate through `api.waba_error_rules()` ({@link WabaErrorRules}); this module
+ * only adds what happens before Meta answers with a code:
  *
- * | input                                   | kind      | code             | notes                              |
- * |-----------------------------------------|-----------|------------------|------------------------------------|
- * | timeout (no answer in time)             | retryable | `timeout`        | the send may still have happened   |
- * | network error (refused, reset, DNS)     | retryable | `network_error`  |                                    |
- * | HTTP 5xx (with or without a code)       | retryable | `http_<status>`  | `wabaCode` kept when present       |
- * | code 4, 80007, 130429, 131056           | retryable | `waba_<code>`    | throttling; back off 4^attempt s   |
- * | code 1, 2, 131000, 131016, 131057       | retryable | `waba_<code>`    | Meta-side transient                |
- * | code 131047, 131048, 131049, 131050, …  | permanent | `waba_<code>`    | stop sending this message          |
- * | code 0, 3, 10, 190, 200–299, 131031, …  | permanent | `waba_<code>`    | also `configError: true`           |
- * | unknown code with `is_transient: true`  | retryable | `waba_<code>`    |                                    |
- * | unknown code, HTTP 408 / 429            | retryable | `waba_<code>`    |                                    |
- * | unknown code, other HTTP 4xx            | permanent | `waba_<code>`    | 401/403 → `configError: true`      |
- * | no code, HTTP 408 / 429                 | retryable | `http_<status>`  |                                    |
- * | no code, HTTP 401 / 403                 | permanent | `http_<status>`  | `configError: true`                |
- * | no code, other status                   | permanent | `http_<status>`  |                                    |
+ * | input                                   | kind      | code             | action / notes                          |
+ * |-----------------------------------------|-----------|------------------|-----------------------------------------|
+ * | timeout (no answer in time)             | retryable | `timeout`        | retry; the send may still have happened |
+ * | network error (refused, reset, DNS)     | retryable | `network_error`  | retry                                   |
+ * | HTTP 5xx (with or without a code)       | retryable | `http_<status>`  | retry; `wabaCode` kept when present     |
+ * | a Graph code with a rule                | per rule  | `waba_<code>`    | the rule's scope, action and reason     |
+ * | HTTP 401 / 403, code without a rule     | permanent | `waba_<code>` / `http_<status>` | as code 190 / 10 (token, permission) |
+ * | unknown code, `is_transient` or 408/429 | retryable | `waba_<code>`    | retry                                   |
+ * | unknown code, other HTTP 4xx            | permanent | `waba_<code>`    | fail                                    |
+ * | no code, HTTP 408 / 429                 | retryable | `http_<status>`  | retry                                   |
+ * | no code, other status                   | permanent | `http_<status>`  | fail                                    |
  *
- * A `Retry-After` value is carried on retryable results so the scheduler can
- * wait at least that long; the backoff itself is the database's
- * (`api.report_message_results`: full jitter over `min(900 s, 4^attempt)`,
- * `Retry-After` as a floor).
+ * A rule's action decides the kind: `retry` and `throttle` are retryable; `fail`,
+ * `opt_out`, `pause_channel` and `pause_template` are permanent for the message's
+ * current send. Meta asks integrators to branch on `code` (and `error_subcode`),
+ * never on the message text or the HTTP status alone
+ * (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/).
  *
  * @example
- * const e = classifyWhatsAppError({ httpStatus: 400, code: 130429 });
- * // { kind: "retryable", code: "waba_130429", message: "Rate limit hit (throughput)", … }
+ * const rules = new WabaErrorRules(await wabaErrorRules(db));
+ * const e = classifyWhatsAppError({ httpStatus: 401, code: 190, subcode: 463 }, rules);
+ * // { kind: "permanent", code: "waba_190", scope: "account", action: "pause_channel", reason: "access_token_expired", … }
  *
  * @module
  */
+import { z } from "zod";
 
 /** Whether sending the same message again later can succeed. */
 export type ErrorKind = "retryable" | "permanent";
 
+/** What an error is about. */
+export const ErrorScopeSchema = z.enum(["message", "recipient", "template", "channel", "account"]);
+export type ErrorScope = z.infer<typeof ErrorScopeSchema>;
+
+/** What dispatch does about it (see the rules migration for each). */
+export const ErrorActionSchema = z.enum([
+  "retry",
+  "fail",
+  "opt_out",
+  "throttle",
+  "pause_channel",
+  "pause_template",
+]);
+export type ErrorAction = z.infer<typeof ErrorActionSchema>;
+
+/** One row of `app.waba_error_rules`, as `api.waba_error_rules()` returns it. */
+export const WabaErrorRuleSchema = z.object({
+  code: z.number().int().min(0),
+  code_last: z.number().int().min(0),
+  subcode: z.number().int().min(0).nullable(),
+  scope: ErrorScopeSchema,
+  action: ErrorActionSchema,
+  reason: z.string().min(1),
+  cooldown_seconds: z.number().int().positive().nullable(),
+  title: z.string(),
+  source: z.string(),
+});
+export type WabaErrorRule = z.infer<typeof WabaErrorRuleSchema>;
+
+/**
+ * The error rules, looked up exactly as `app.waba_error_rule(code, subcode)`
+ * does: a rule naming the subcode wins over one for any subcode, a single code
+ * over a range.
+ *
+ * @example
+ * const rules = new WabaErrorRules(rows);
+ * rules.lookup(130429)?.action; // "throttle"
+ * rules.lookup(190, 463)?.reason; // "access_token_expired"
+ */
+export class WabaErrorRules {
+  readonly rules: readonly WabaErrorRule[];
+
+  constructor(rules: readonly WabaErrorRule[]) {
+    // The same order as the SQL's ORDER BY: subcode-specific first, then the narrowest range.
+    this.rules = [...rules].sort((a, b) =>
+      Number(a.subcode === null) - Number(b.subcode === null) ||
+      (a.code_last - a.code) - (b.code_last - b.code)
+    );
+  }
+
+  /** No rules: only transport failures and HTTP statuses classify. */
+  static empty(): WabaErrorRules {
+    return new WabaErrorRules([]);
+  }
+
+  /** The rule for a Graph code and subcode, or undefined. */
+  lookup(code: number, subcode?: number | null): WabaErrorRule | undefined {
+    return this.rules.find((r) =>
+      r.code <= code && code <= r.code_last && (r.subcode === null || r.subcode === subcode)
+    );
+  }
+}
+
 /** A failed send, reduced to what the dispatcher needs to decide. */
 export interface ClassifiedError {
   kind: ErrorKind;
-  /** Stable machine code: `waba_<graph code>`, `http_<status>`, `timeout`, `network_error`, `invalid_request`, `invalid_response`. */
+  /** Stable machine code: `waba_<graph code>`, `http_<status>`, `timeout`, `network_error`, `invalid_request`, `invalid_response`, `missing_access_token`. */
   code: string;
   /** Human sentence (Meta's title plus details when known). Never branch on it. */
   message: string;
@@ -48,12 +113,16 @@ export interface ClassifiedError {
   retryAfterSeconds?: number;
   /** HTTP status, when a response arrived. */
   httpStatus?: number;
-  /** Graph error code, when the body carried one. */
+  /** The Graph code the rules were looked up with (190 / 10 for a bare 401 / 403). */
   wabaCode?: number;
-  /** True when the fault is ours to fix (token, permissions, template, account), not the message's. */
-  configError?: boolean;
-  /** True when the recipient opted out of marketing messages (131050): record an opt-out. */
-  recipientOptedOut?: boolean;
+  /** Graph `error_subcode`, when the body carried one. */
+  wabaSubcode?: number;
+  /** What the error is about, when a rule (or the transport) says. */
+  scope?: ErrorScope;
+  /** What dispatch does about it. */
+  action?: ErrorAction;
+  /** The rule's machine reason (a channel's or campaign's pause_reason). */
+  reason?: string;
 }
 
 /** What the caller observed. Any subset may be present. */
@@ -71,87 +140,8 @@ export interface WhatsAppErrorInput {
   details?: string;
 }
 
-/** One row of the code table. */
-export interface WabaCodeRule {
-  kind: ErrorKind;
-  title: string;
-  configError?: boolean;
-  recipientOptedOut?: boolean;
-}
-
-/**
- * Graph / Cloud API error codes we know, from Meta's "WhatsApp error codes"
- * reference. Codes 200–299 (API permission) are handled as a range.
- */
-export const WABA_ERROR_CODES: Readonly<Record<number, WabaCodeRule>> = Object.freeze({
-  // Authorization: permanent for the message, and a configuration problem.
-  0: { kind: "permanent", title: "AuthException", configError: true },
-  3: { kind: "permanent", title: "API method (capability or permissions)", configError: true },
-  10: { kind: "permanent", title: "Permission denied", configError: true },
-  190: { kind: "permanent", title: "Access token has expired or is invalid", configError: true },
-  // Transient Meta-side failures.
-  1: { kind: "retryable", title: "API unknown (possible server error)" },
-  2: { kind: "retryable", title: "API service temporarily unavailable" },
-  131000: { kind: "retryable", title: "Something went wrong" },
-  131016: { kind: "retryable", title: "Service unavailable" },
-  131057: { kind: "retryable", title: "Business account is in maintenance mode" },
-  // Throttling: retry with backoff.
-  4: { kind: "retryable", title: "Too many API calls (app rate limit)" },
-  80007: { kind: "retryable", title: "Rate limit issue (WABA rate limit)" },
-  130429: { kind: "retryable", title: "Rate limit hit (throughput)" },
-  131056: { kind: "retryable", title: "Pair rate limit hit (too many messages to this user)" },
-  // Request problems: permanent.
-  100: { kind: "permanent", title: "Invalid parameter" },
-  131008: { kind: "permanent", title: "Required parameter is missing" },
-  131009: { kind: "permanent", title: "Parameter value is not valid" },
-  131021: { kind: "permanent", title: "Recipient cannot be sender" },
-  131051: { kind: "permanent", title: "Unsupported message type" },
-  132005: { kind: "permanent", title: "Translated text too long" },
-  132007: { kind: "permanent", title: "Template format character policy violated" },
-  132012: { kind: "permanent", title: "Template parameter format mismatch" },
-  // Recipient / policy outcomes: stop, do not hammer.
-  131026: { kind: "permanent", title: "Message undeliverable" },
-  131047: { kind: "permanent", title: "Re-engagement message (outside the 24 h window)" },
-  131048: { kind: "permanent", title: "Spam rate limit hit" },
-  131049: { kind: "permanent", title: "Meta chose not to deliver (ecosystem engagement)" },
-  131050: {
-    kind: "permanent",
-    title: "User stopped marketing messages",
-    recipientOptedOut: true,
-  },
-  130472: { kind: "permanent", title: "User's number is part of an experiment" },
-  // Account or template configuration: permanent and flagged.
-  368: { kind: "permanent", title: "Temporarily blocked for policy violations", configError: true },
-  131031: { kind: "permanent", title: "Business account locked", configError: true },
-  131042: { kind: "permanent", title: "Business eligibility payment issue", configError: true },
-  131005: { kind: "permanent", title: "Access denied", configError: true },
-  132000: {
-    kind: "permanent",
-    title: "Number of template parameters does not match",
-    configError: true,
-  },
-  132001: { kind: "permanent", title: "Template does not exist", configError: true },
-  132015: { kind: "permanent", title: "Template is paused", configError: true },
-  132016: { kind: "permanent", title: "Template is disabled", configError: true },
-  133010: { kind: "permanent", title: "Phone number not registered", configError: true },
-});
-
-/** Looks a Graph code up in {@link WABA_ERROR_CODES}, including the 200–299 permission range. */
-export function wabaCodeRule(code: number): WabaCodeRule | undefined {
-  const rule = WABA_ERROR_CODES[code];
-  if (rule) return rule;
-  if (code >= 200 && code <= 299) {
-    return { kind: "permanent", title: "API permission not granted", configError: true };
-  }
-  return undefined;
-}
-
 function isRetryableStatus(status: number): boolean {
   return status >= 500 || status === 408 || status === 429;
-}
-
-function isAuthStatus(status: number): boolean {
-  return status === 401 || status === 403;
 }
 
 function describe(title: string, input: WhatsAppErrorInput): string {
@@ -159,16 +149,30 @@ function describe(title: string, input: WhatsAppErrorInput): string {
   return extra && extra !== title ? `${title}: ${extra}` : title;
 }
 
+function fromRule(
+  rule: WabaErrorRule,
+): Pick<ClassifiedError, "kind" | "scope" | "action" | "reason"> {
+  return {
+    kind: rule.action === "retry" || rule.action === "throttle" ? "retryable" : "permanent",
+    scope: rule.scope,
+    action: rule.action,
+    reason: rule.reason,
+  };
+}
+
 /**
  * Classifies a failed send. Never throws.
  *
  * @example
- * classifyWhatsAppError({ httpStatus: 503, retryAfterSeconds: 2 });
- * // { kind: "retryable", code: "http_503", message: "HTTP 503", retryAfterSeconds: 2, httpStatus: 503 }
- * classifyWhatsAppError({ networkError: "timeout" }).code; // "timeout"
+ * classifyWhatsAppError({ httpStatus: 503, retryAfterSeconds: 2 }, rules);
+ * // { kind: "retryable", code: "http_503", message: "HTTP 503", retryAfterSeconds: 2, httpStatus: 503, scope: "message", action: "retry" }
+ * classifyWhatsAppError({ networkError: "timeout" }, rules).code; // "timeout"
  */
-export function classifyWhatsAppError(input: WhatsAppErrorInput): ClassifiedError {
-  const result = classifyBase(input);
+export function classifyWhatsAppError(
+  input: WhatsAppErrorInput,
+  rules: WabaErrorRules,
+): ClassifiedError {
+  const result = classifyBase(input, rules);
   if (result.kind === "retryable" && validRetryAfter(input.retryAfterSeconds)) {
     result.retryAfterSeconds = input.retryAfterSeconds;
   }
@@ -179,9 +183,13 @@ function validRetryAfter(value: number | undefined): value is number {
   return value !== undefined && Number.isFinite(value) && value >= 0;
 }
 
-function classifyBase(input: WhatsAppErrorInput): ClassifiedError {
+const RETRY = { scope: "message", action: "retry" } as const;
+const FAIL = { scope: "message", action: "fail" } as const;
+
+function classifyBase(input: WhatsAppErrorInput, rules: WabaErrorRules): ClassifiedError {
   const httpStatus = input.httpStatus;
   const base = httpStatus === undefined ? {} : { httpStatus };
+  const subcode = input.subcode === undefined ? {} : { wabaSubcode: input.subcode };
 
   if (input.networkError !== undefined && input.code === undefined) {
     const timedOut = input.networkError === "timeout";
@@ -191,34 +199,47 @@ function classifyBase(input: WhatsAppErrorInput): ClassifiedError {
       message: timedOut
         ? "No response before the timeout; the message may or may not have been sent"
         : describe("Network error", { message: input.networkError }),
+      ...RETRY,
       ...base,
     };
   }
 
   if (httpStatus !== undefined && httpStatus >= 500) {
     // Graph pairs 5xx with transient codes (1, 2); the status says more.
-    const rule = input.code === undefined ? undefined : wabaCodeRule(input.code);
+    const rule = input.code === undefined ? undefined : rules.lookup(input.code, input.subcode);
     return {
       kind: "retryable",
       code: `http_${httpStatus}`,
       message: describe(rule?.title ?? `HTTP ${httpStatus}`, input),
+      ...RETRY,
       httpStatus,
       ...(input.code !== undefined ? { wabaCode: input.code } : {}),
+      ...subcode,
     };
   }
 
   if (input.code !== undefined) {
     const code = input.code;
-    const rule = wabaCodeRule(code);
+    const rule = rules.lookup(code, input.subcode);
     if (rule) {
       return {
-        kind: rule.kind,
+        ...fromRule(rule),
         code: `waba_${code}`,
         message: describe(rule.title, input),
         wabaCode: code,
+        ...subcode,
         ...base,
-        ...(rule.configError ? { configError: true } : {}),
-        ...(rule.recipientOptedOut ? { recipientOptedOut: true } : {}),
+      };
+    }
+    const authRule = authFallback(httpStatus, rules);
+    if (authRule) {
+      return {
+        ...fromRule(authRule),
+        code: `waba_${code}`,
+        message: describe(`Graph error ${code}`, input),
+        wabaCode: authRule.code,
+        ...subcode,
+        ...base,
       };
     }
     const retryable = input.transient === true ||
@@ -227,22 +248,37 @@ function classifyBase(input: WhatsAppErrorInput): ClassifiedError {
       kind: retryable ? "retryable" : "permanent",
       code: `waba_${code}`,
       message: describe(`Graph error ${code}`, input),
+      ...(retryable ? RETRY : FAIL),
       wabaCode: code,
+      ...subcode,
       ...base,
-      ...(!retryable && httpStatus !== undefined && isAuthStatus(httpStatus)
-        ? { configError: true }
-        : {}),
     };
   }
 
   if (httpStatus === undefined) {
-    return { kind: "permanent", code: "unknown_error", message: describe("Unknown error", input) };
+    return {
+      kind: "permanent",
+      code: "unknown_error",
+      message: describe("Unknown error", input),
+      ...FAIL,
+    };
+  }
+  const authRule = authFallback(httpStatus, rules);
+  if (authRule) {
+    return {
+      ...fromRule(authRule),
+      code: `http_${httpStatus}`,
+      message: describe(`HTTP ${httpStatus}`, input),
+      wabaCode: authRule.code,
+      ...base,
+    };
   }
   if (isRetryableStatus(httpStatus) || input.transient === true) {
     return {
       kind: "retryable",
       code: `http_${httpStatus}`,
       message: describe(`HTTP ${httpStatus}`, input),
+      ...RETRY,
       ...base,
     };
   }
@@ -250,9 +286,16 @@ function classifyBase(input: WhatsAppErrorInput): ClassifiedError {
     kind: "permanent",
     code: `http_${httpStatus}`,
     message: describe(`HTTP ${httpStatus}`, input),
+    ...FAIL,
     ...base,
-    ...(isAuthStatus(httpStatus) ? { configError: true } : {}),
   };
+}
+
+/** A 401 is an unusable token (code 190), a 403 a missing permission (code 10). */
+function authFallback(httpStatus: number | undefined, rules: WabaErrorRules) {
+  if (httpStatus === 401) return rules.lookup(190);
+  if (httpStatus === 403) return rules.lookup(10);
+  return undefined;
 }
 
 /**

@@ -214,15 +214,68 @@ export const MessagesChangeValueSchema = z.object({
 });
 export type MessagesChangeValue = z.infer<typeof MessagesChangeValueSchema>;
 
-/** A `messages` change: the only field we act on. */
+/** A `messages` change: statuses and inbound messages. */
 export const MessagesChangeSchema = z.object({
   field: z.literal("messages"),
   value: MessagesChangeValueSchema,
 });
 
-/** Any other subscribed field (template status updates, quality, …): accepted, ignored. */
+/**
+ * `value` of a `message_template_status_update` change
+ * (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/message_template_status_update):
+ * `event` is APPROVED, REJECTED, PAUSED, DISABLED, PENDING_DELETION, … The
+ * template is named by name and language; its WABA is the entry's `id`.
+ */
+export const TemplateStatusValueSchema = z.object({
+  event: z.string().min(1),
+  message_template_id: z.union([z.number(), z.string()]).optional(),
+  message_template_name: z.string().min(1),
+  message_template_language: z.string().min(1),
+  reason: z.string().nullable().optional(),
+});
+export type TemplateStatusValue = z.infer<typeof TemplateStatusValueSchema>;
+
+/** A `message_template_status_update` change. */
+export const TemplateStatusChangeSchema = z.object({
+  field: z.literal("message_template_status_update"),
+  value: TemplateStatusValueSchema,
+});
+
+/**
+ * `value` of a `phone_number_quality_update` change
+ * (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/phone_number_quality_update):
+ * `event` (FLAGGED, UNFLAGGED, UPGRADE, DOWNGRADE, …) and the messaging tier as
+ * `max_daily_conversations_per_business`, or the older `current_limit`
+ * (TIER_250, TIER_2K, …, TIER_UNLIMITED).
+ */
+export const PhoneQualityValueSchema = z.object({
+  display_phone_number: z.string().min(1),
+  event: z.string().min(1),
+  current_limit: z.string().optional(),
+  old_limit: z.string().optional(),
+  max_daily_conversations_per_business: z.string().optional(),
+});
+export type PhoneQualityValue = z.infer<typeof PhoneQualityValueSchema>;
+
+/** A `phone_number_quality_update` change. */
+export const PhoneQualityChangeSchema = z.object({
+  field: z.literal("phone_number_quality_update"),
+  value: PhoneQualityValueSchema,
+});
+
+/** The fields this platform acts on; a change of one of them must match its schema. */
+export const HANDLED_FIELDS: readonly string[] = [
+  "messages",
+  "message_template_status_update",
+  "phone_number_quality_update",
+];
+
+/** Any other subscribed field: accepted, ignored. */
 export const OtherChangeSchema = z.object({
-  field: z.string().refine((field) => field !== "messages", "messages changes must be valid"),
+  field: z.string().refine(
+    (field) => !HANDLED_FIELDS.includes(field),
+    "handled changes must be valid",
+  ),
   value: z.unknown(),
 });
 
@@ -232,7 +285,14 @@ export const WebhookPayloadSchema = z.object({
   entry: z.array(
     z.object({
       id: z.string(),
-      changes: z.array(z.union([MessagesChangeSchema, OtherChangeSchema])),
+      changes: z.array(
+        z.union([
+          MessagesChangeSchema,
+          TemplateStatusChangeSchema,
+          PhoneQualityChangeSchema,
+          OtherChangeSchema,
+        ]),
+      ),
     }),
   ),
 });
@@ -284,6 +344,44 @@ export function inboundMessages(
       for (const message of value.messages ?? []) {
         out.push({ phoneNumberId: value.metadata.phone_number_id, message });
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * Every template status update in a webhook payload, with its WABA id (the entry's id).
+ *
+ * @example
+ * for (const t of templateUpdates(payload)) console.log(t.wabaId, t.value.message_template_name, t.value.event);
+ */
+export function templateUpdates(
+  payload: WebhookPayload,
+): { wabaId: string; value: TemplateStatusValue }[] {
+  const out: { wabaId: string; value: TemplateStatusValue }[] = [];
+  for (const entry of payload.entry) {
+    for (const change of entry.changes) {
+      if (change.field !== "message_template_status_update") continue;
+      out.push({ wabaId: entry.id, value: change.value as TemplateStatusValue });
+    }
+  }
+  return out;
+}
+
+/**
+ * Every phone number quality update in a webhook payload, with its WABA id.
+ *
+ * @example
+ * for (const q of qualityUpdates(payload)) console.log(q.value.display_phone_number, q.value.event);
+ */
+export function qualityUpdates(
+  payload: WebhookPayload,
+): { wabaId: string; value: PhoneQualityValue }[] {
+  const out: { wabaId: string; value: PhoneQualityValue }[] = [];
+  for (const entry of payload.entry) {
+    for (const change of entry.changes) {
+      if (change.field !== "phone_number_quality_update") continue;
+      out.push({ wabaId: entry.id, value: change.value as PhoneQualityValue });
     }
   }
   return out;

@@ -11,7 +11,7 @@
  * that would be rejected is not sent.
  *
  * @example
- * const wa = new WhatsAppClient({ accessToken: Deno.env.get("WABA_ACCESS_TOKEN")! });
+ * const wa = new WhatsAppClient({ accessToken: Deno.env.get("WABA_ACCESS_TOKEN")!, errorRules });
  * const r = await wa.sendTemplate({
  *   phoneNumberId: "106540352242922", to: "+254712345678",
  *   template: "voucher_issued", language: "en", bodyParameters: ["Jane", "7KQ2-M9XD-4TRC"],
@@ -27,7 +27,12 @@ import {
   type SendTemplateRequest,
   SendTemplateRequestSchema,
 } from "./waba_schemas.ts";
-import { type ClassifiedError, classifyWhatsAppError, parseRetryAfter } from "./waba_errors.ts";
+import {
+  type ClassifiedError,
+  classifyWhatsAppError,
+  parseRetryAfter,
+  WabaErrorRules,
+} from "./waba_errors.ts";
 
 /** Meta's Graph API host. */
 export const DEFAULT_GRAPH_BASE_URL = "https://graph.facebook.com";
@@ -48,6 +53,11 @@ export interface WhatsAppClientOptions {
   timeoutMs?: number;
   /** Injected `fetch`, for tests or instrumentation. */
   fetch?: typeof fetch;
+  /**
+   * The error rules (`api.waba_error_rules()`) that classify Graph codes by scope;
+   * without them only transport failures and HTTP statuses classify.
+   */
+  errorRules?: WabaErrorRules;
 }
 
 /** One template send. */
@@ -122,6 +132,7 @@ export class WhatsAppClient {
   readonly timeoutMs: number;
   readonly #accessToken: string;
   readonly #fetch: typeof fetch;
+  readonly #rules: WabaErrorRules;
 
   constructor(opts: WhatsAppClientOptions) {
     if (!opts.accessToken) {
@@ -152,6 +163,7 @@ export class WhatsAppClient {
     this.timeoutMs = timeoutMs;
     this.#accessToken = opts.accessToken;
     this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#rules = opts.errorRules ?? WabaErrorRules.empty();
   }
 
   /** The messages endpoint for a phone number id. */
@@ -179,6 +191,8 @@ export class WhatsAppClient {
           kind: "permanent",
           code: "invalid_request",
           message: `Cannot send template "${input.template}": ${why}`,
+          scope: "message",
+          action: "fail",
         },
       };
     }
@@ -208,7 +222,7 @@ export class WhatsAppClient {
         latencyMs: elapsed(),
         error: classifyWhatsAppError({
           networkError: timedOut ? "timeout" : String((err as Error)?.message ?? err),
-        }),
+        }, this.#rules),
       };
     }
 
@@ -227,7 +241,8 @@ export class WhatsAppClient {
             message:
               `HTTP ${response.status} from ${this.baseUrl} is not a Cloud API send response`,
             httpStatus: response.status,
-            configError: true,
+            scope: "channel",
+            action: "fail",
           },
         };
       }
@@ -254,7 +269,7 @@ export class WhatsAppClient {
         message: graph?.message,
         details: graph?.error_data?.details,
         retryAfterSeconds: parseRetryAfter(response.headers.get("retry-after")),
-      }),
+      }, this.#rules),
     };
   }
 }

@@ -25,6 +25,7 @@ export interface ReportTotals {
   stale: number;
   sent: number;
   retried: number;
+  deferred: number;
   failed: number;
   dead: number;
   unknown: number;
@@ -62,6 +63,7 @@ export class Reporter {
     stale: 0,
     sent: 0,
     retried: 0,
+    deferred: 0,
     failed: 0,
     dead: 0,
     unknown: 0,
@@ -123,6 +125,7 @@ export class Reporter {
         t.stale += summary.stale;
         t.sent += summary.sent;
         t.retried += summary.retried;
+        t.deferred += summary.deferred;
         t.failed += summary.failed;
         t.dead += summary.dead;
         t.unknown += summary.unknown;

@@ -15,6 +15,13 @@
  * at-least-once, with duplicates bounded by what one run had sent but not yet
  * reported (at most `concurrency` in flight + one report batch).
  *
+ * Halts: a send whose error pauses its channel (an expired token, a restricted
+ * number) or its template stops this run from sending anything else through
+ * that channel or template: what it still holds is released, as `deferred`,
+ * without a request. The pause itself is the database's (the report applies the
+ * error's rule); the halt only saves the requests that would fail the same way
+ * before the report lands.
+ *
  * Empty claims: an empty answer means the queue is empty *or* every bucket is
  * dry for now. The run polls again with growing pauses (50 ms … 1 s) and only
  * stops after `idleExitMs` of consecutive empty claims, so a rate-limited
@@ -26,7 +33,7 @@ import { isTransientDbError } from "../_shared/db.ts";
 import { log } from "../_shared/log.ts";
 import type { ClaimedMessage, MessageResult, OptOutResult, ReportSummary } from "../_shared/rpc.ts";
 import type { SendTemplateResult } from "../_shared/whatsapp.ts";
-import { toOutcome } from "./_outcome.ts";
+import { deferredResult, type Halt, toOutcome } from "./_outcome.ts";
 import { Reporter, type ReportTotals } from "./_reporter.ts";
 
 /** The queue RPCs a run needs (bound to a worker id by the caller). */
@@ -73,9 +80,13 @@ export interface RunSummary {
   claimed: number;
   sent: number;
   retried: number;
+  /** Sent, refused for a reason that is not the message's (throttle, pause): back without an attempt. */
+  deferred: number;
   failed: number;
-  /** Claimed but never sent (abort, or too little lease left): reported as retries. */
+  /** Claimed but never sent (abort, too little lease left, a halted channel or template): deferred. */
   released: number;
+  /** Channels and templates this run stopped sending through, with the reason. */
+  halted: string[];
   opt_outs: number;
   /** Outcome counts by error code (`http_503`, `waba_130429`, …). */
   errors: Record<string, number>;
@@ -134,8 +145,10 @@ export async function runDispatch(
     claimed: 0,
     sent: 0,
     retried: 0,
+    deferred: 0,
     failed: 0,
     released: 0,
+    halted: [],
     opt_outs: 0,
     errors: {},
     db_errors: 0,
@@ -224,11 +237,26 @@ export async function runDispatch(
 
   const release = (msg: ClaimedMessage, code: string, why: string) => {
     summary.released++;
-    reporter.add(
-      { message_id: msg.message_id, outcome: "retry", error_code: code, error_message: why },
-      Date.parse(msg.lease_expires_at),
-    );
+    reporter.add(deferredResult(msg, code, why), Date.parse(msg.lease_expires_at));
   };
+
+  // Channels and templates a pause rule stopped (key → reason).
+  const halts = new Map<string, string>();
+  const channelKey = (channelId: string) => `channel ${channelId}`;
+  const templateKey = (channelId: string, template: string, language: string) =>
+    `template ${template} (${language}) on channel ${channelId}`;
+  const halt = (h: Halt) => {
+    const key = h.kind === "channel"
+      ? channelKey(h.channelId)
+      : templateKey(h.channelId, h.template, h.language);
+    if (halts.has(key)) return;
+    halts.set(key, h.reason);
+    summary.halted.push(`${key}: ${h.reason}`);
+    log("warn", "dispatch.run.halted", { runId: opts.runId, what: key, reason: h.reason });
+  };
+  const halted = (msg: ClaimedMessage): string | undefined =>
+    halts.get(channelKey(msg.channel_id)) ??
+      halts.get(templateKey(msg.channel_id, msg.template_name, msg.template_language));
 
   const process = async (msg: ClaimedMessage): Promise<void> => {
     // Never start a send that could outlive the lease: once it expires the message
@@ -239,6 +267,11 @@ export async function runDispatch(
         "lease_too_short",
         `Lease ends within ${leaseGuardMs} ms; not sent by run ${opts.runId}`,
       );
+      return;
+    }
+    const stopped = halted(msg);
+    if (stopped !== undefined) {
+      release(msg, "halted", `Not sent by run ${opts.runId}: ${stopped} stopped this run`);
       return;
     }
     const t0 = performance.now();
@@ -252,9 +285,13 @@ export async function runDispatch(
     }
     const code = outcome.error?.code ?? "unknown";
     summary.errors[code] = (summary.errors[code] ?? 0) + 1;
+    if (outcome.halt) halt(outcome.halt);
     if (outcome.result.outcome === "retry") {
       summary.retried++;
       log("debug", "dispatch.send.retry", { messageId: msg.message_id, to: msg.to, code });
+    } else if (outcome.result.outcome === "deferred") {
+      summary.deferred++;
+      log("debug", "dispatch.send.deferred", { messageId: msg.message_id, to: msg.to, code });
     } else {
       summary.failed++;
       log("warn", "dispatch.send.failed", {

@@ -26,12 +26,19 @@
  */
 import { getDb } from "../_shared/db.ts";
 import { log } from "../_shared/log.ts";
-import { claimMessages, recordOptOut, reportMessageResults } from "../_shared/rpc.ts";
+import {
+  claimMessages,
+  recordOptOut,
+  reportMessageResults,
+  wabaErrorRules,
+} from "../_shared/rpc.ts";
 import { denoEnv, type EnvGetter, wabaConfigFromEnv } from "../_shared/waba_config.ts";
 import { authoriseService } from "../_shared/service_auth.ts";
+import { WabaErrorRules } from "../_shared/waba_errors.ts";
 import { parseTrigger, TriggerError } from "./_request.ts";
 import { type DispatchQueue, runDispatch, type SendFn } from "./_run.ts";
 import { createSender } from "./_sender.ts";
+import { cachedErrorRules } from "./_rules.ts";
 
 /** The `200` body of a `?wait=1` run: what callers outside the function read. */
 export type { RunSummary } from "./_run.ts";
@@ -42,7 +49,9 @@ export interface DispatchDeps {
   /** The queue RPCs, bound to the run's worker (lease owner) id. */
   queueFor(worker: string): DispatchQueue;
   /** The send function of a run (WhatsApp client per phone number id). */
-  sender(env: EnvGetter): SendFn;
+  sender(env: EnvGetter, rules: WabaErrorRules): SendFn;
+  /** The WhatsApp error rules (`api.waba_error_rules()`, cached per isolate). */
+  errorRules(): Promise<WabaErrorRules>;
   /** Keeps background work alive after the response (Supabase's `EdgeRuntime.waitUntil`). */
   waitUntil(promise: Promise<unknown>): void;
 }
@@ -56,6 +65,9 @@ function defaultWaitUntil(promise: Promise<unknown>): void {
   if (runtime?.waitUntil) runtime.waitUntil(promise);
   else promise.catch(() => {}); // plain Deno.serve: the process stays up anyway
 }
+
+/** The isolate's error rules: one `api.waba_error_rules()` call per 5 minutes. */
+const isolateErrorRules = cachedErrorRules(() => wabaErrorRules(getDb()));
 
 /** The production queue: the RPCs over the isolate's shared pool. */
 export function rpcQueue(worker: string): DispatchQueue {
@@ -86,7 +98,8 @@ export function createDispatchHandler(
   const deps: DispatchDeps = {
     env: denoEnv,
     queueFor: rpcQueue,
-    sender: (env) => createSender(wabaConfigFromEnv(env)),
+    sender: (env, rules) => createSender(wabaConfigFromEnv(env), undefined, rules),
+    errorRules: isolateErrorRules,
     waitUntil: defaultWaitUntil,
     ...overrides,
   };
@@ -139,8 +152,16 @@ export function createDispatchHandler(
 
     const runId = crypto.randomUUID();
     const worker = `dispatch:${runId}`;
-    const start = () =>
-      runDispatch(
+    const start = async () => {
+      let rules: WabaErrorRules;
+      try {
+        rules = await deps.errorRules();
+      } catch (err) {
+        // The database applies the rules to every report anyway: run without them.
+        log("error", "dispatch.rules.unavailable", { runId, error: err });
+        rules = WabaErrorRules.empty();
+      }
+      return await runDispatch(
         {
           runId,
           channelId: options.channelId,
@@ -152,8 +173,9 @@ export function createDispatchHandler(
           reportBatchSize: options.reportBatchSize,
           reportIntervalMs: options.reportIntervalMs,
         },
-        { queue: deps.queueFor(worker), send: deps.sender(deps.env), worker },
+        { queue: deps.queueFor(worker), send: deps.sender(deps.env, rules), worker },
       );
+    };
     if (options.wait) return json(200, await start());
 
     // Start on the next macrotask: the 202 is written before the first claim is even sent.

@@ -1,6 +1,6 @@
 /**
- * Pulls what the webhook acts on out of a (signed) payload: status updates and
- * inbound messages.
+ * Pulls what the webhook acts on out of a (signed) payload: status updates,
+ * inbound messages, template status updates and phone number quality updates.
  *
  * The whole payload is checked against `WebhookPayloadSchema` first. If that
  * fails — Meta adds status values and fields over time, and a payload we cannot
@@ -16,7 +16,13 @@ import {
   type InboundMessage,
   inboundMessages,
   InboundMessageSchema,
+  type PhoneQualityValue,
+  PhoneQualityValueSchema,
+  qualityUpdates,
   statusUpdates,
+  type TemplateStatusValue,
+  TemplateStatusValueSchema,
+  templateUpdates,
   WebhookPayloadSchema,
   type WebhookStatus,
   WebhookStatusSchema,
@@ -31,6 +37,10 @@ export class PayloadError extends Error {
 export interface Extracted {
   statuses: { phoneNumberId: string; status: WebhookStatus }[];
   messages: { phoneNumberId: string; message: InboundMessage }[];
+  /** Template status updates, with the WABA id they belong to. */
+  templates: { wabaId: string; value: TemplateStatusValue }[];
+  /** Phone number quality updates, with the WABA id. */
+  qualities: { wabaId: string; value: PhoneQualityValue }[];
   /** Items (statuses, messages, changes) that did not match their schema. */
   skipped: number;
 }
@@ -55,6 +65,8 @@ export function extract(json: unknown): Extracted {
     return {
       statuses: statusUpdates(strict.data),
       messages: inboundMessages(strict.data),
+      templates: templateUpdates(strict.data),
+      qualities: qualityUpdates(strict.data),
       skipped: 0,
     };
   }
@@ -65,10 +77,31 @@ export function extract(json: unknown): Extracted {
       'Expected a WhatsApp webhook: {"object": "whatsapp_business_account", "entry": [...]}',
     );
   }
-  const out: Extracted = { statuses: [], messages: [], skipped: 0 };
+  const out: Extracted = { statuses: [], messages: [], templates: [], qualities: [], skipped: 0 };
   for (const entry of json.entry) {
+    const wabaId = isObject(entry) && typeof entry.id === "string" ? entry.id : undefined;
     for (const change of list(isObject(entry) ? entry.changes : undefined)) {
-      if (!isObject(change) || change.field !== "messages") continue;
+      if (!isObject(change)) continue;
+      if (
+        change.field === "message_template_status_update" ||
+        change.field === "phone_number_quality_update"
+      ) {
+        if (wabaId === undefined) {
+          out.skipped++;
+          continue;
+        }
+        if (change.field === "message_template_status_update") {
+          const t = TemplateStatusValueSchema.safeParse(change.value);
+          if (t.success) out.templates.push({ wabaId, value: t.data });
+          else out.skipped++;
+        } else {
+          const q = PhoneQualityValueSchema.safeParse(change.value);
+          if (q.success) out.qualities.push({ wabaId, value: q.data });
+          else out.skipped++;
+        }
+        continue;
+      }
+      if (change.field !== "messages") continue;
       const value = change.value;
       const metadata = isObject(value) ? value.metadata : undefined;
       const phoneNumberId = isObject(metadata) ? metadata.phone_number_id : undefined;

@@ -7,15 +7,22 @@
  * - `POST` — verified first, on the raw bytes: `X-Hub-Signature-256` must be
  *   the HMAC-SHA256 of the body under `WABA_APP_SECRET`; a missing, malformed
  *   or wrong signature is 401 and nothing is read or written. Then:
- *   - status updates → `api.record_waba_statuses`, in batches of ≤ 1,000
- *     (monotonic and idempotent in the database: replays and out-of-order
- *     deliveries are harmless; unknown wamids are kept for the late report);
+ *   - status updates → `api.record_waba_statuses`, in batches of ≤ 1,000, each
+ *     naming its message by our id (`biz_opaque_callback_data`, which the
+ *     dispatcher sets) and its recipient (monotonic and idempotent in the
+ *     database: replays and out-of-order deliveries are harmless; a failed
+ *     status's error is classified by scope there, like a send's);
+ *   - `message_template_status_update` → `api.record_template_status` (PAUSED,
+ *     DISABLED, REJECTED pause the campaigns sending the template; APPROVED
+ *     resumes them);
+ *   - `phone_number_quality_update` → `api.record_phone_number_quality` (the
+ *     number's quality event, and the portfolio's messaging tier);
  *   - an inbound opt-out keyword (`_stop_words.ts`: "STOP", "stop all",
  *     "unsubscribe", "opt out", … as the whole message) → `api.record_opt_out(+<from>, 'whatsapp_inbound')`;
  *   - a `failed` status with code 131050 (the user stopped marketing messages)
  *     → `api.record_opt_out(+<recipient>, 'waba_131050')`.
  *
- * Answers: 200 `{ok, statuses, opt_outs, skipped}` once the database has the
+ * Answers: 200 `{ok, statuses, opt_outs, templates, qualities, skipped}` once the database has the
  * updates (one or two short transactions — Meta allows seconds); 400 for a
  * signed body that is not a WhatsApp payload; 401 bad signature; 413 too
  * large; 500 when the database fails or the app secret is not configured, so
@@ -34,11 +41,17 @@ import { getDb, isTransientDbError, RpcError } from "../_shared/db.ts";
 import { log } from "../_shared/log.ts";
 import {
   type OptOutResult,
+  type PhoneQualityInput,
+  type PhoneQualityResult,
   recordOptOut,
+  recordPhoneNumberQuality,
+  recordTemplateStatus,
   recordWabaStatuses,
   RPC_BATCH_LIMIT,
   type StatusItem,
   type StatusSummary,
+  type TemplateStatusInput,
+  type TemplateStatusResult,
 } from "../_shared/rpc.ts";
 import { denoEnv, type EnvGetter, wabaConfigFromEnv } from "../_shared/waba_config.ts";
 import type { WebhookStatus } from "../_shared/waba_schemas.ts";
@@ -59,6 +72,8 @@ export interface WebhookDeps {
   env: EnvGetter;
   recordStatuses(items: StatusItem[]): Promise<StatusSummary>;
   recordOptOut(msisdn: string, source: string): Promise<OptOutResult>;
+  recordTemplateStatus(input: TemplateStatusInput): Promise<TemplateStatusResult>;
+  recordPhoneQuality(input: PhoneQualityInput): Promise<PhoneQualityResult>;
 }
 
 function json(status: number, body: unknown): Response {
@@ -83,13 +98,18 @@ async function safeEqual(a: string, b: string): Promise<boolean> {
 /** A status as `api.record_waba_statuses` takes it. */
 export function toStatusItem(status: WebhookStatus): StatusItem {
   const error = status.errors?.[0];
+  const ourId = status.biz_opaque_callback_data;
   return {
     wamid: status.id,
     status: status.status,
     timestamp: status.timestamp,
+    recipient_id: status.recipient_id,
+    // Our message id, when the callback data is one (another sender may set anything there).
+    ...(ourId !== undefined && /^\d{1,18}$/.test(ourId) ? { message_id: ourId } : {}),
     ...(error
       ? {
         error_code: `waba_${error.code}`,
+        waba_code: error.code,
         error_message: [error.title, error.error_data?.details ?? error.message]
           .filter(Boolean).join(": ").slice(0, 1000),
       }
@@ -125,6 +145,8 @@ export function createWebhookHandler(
     env: denoEnv,
     recordStatuses: (items) => recordWabaStatuses(getDb(), items),
     recordOptOut: (msisdn, source) => recordOptOut(getDb(), msisdn, source),
+    recordTemplateStatus: (input) => recordTemplateStatus(getDb(), input),
+    recordPhoneQuality: (input) => recordPhoneNumberQuality(getDb(), input),
     ...overrides,
   };
 
@@ -216,6 +238,49 @@ export function createWebhookHandler(
           log("error", "waba_webhook.opt_out.refused", { msisdn, source, code: err.code });
         }
       }
+      // Account-level events: a value the database refuses (a malformed name or id)
+      // will never be accepted, so it is logged for a person, not retried.
+      for (const { wabaId, value } of payload.templates) {
+        try {
+          const r = await deps.recordTemplateStatus({
+            wabaId,
+            templateName: value.message_template_name,
+            templateLanguage: value.message_template_language,
+            event: value.event,
+            reason: value.reason ?? null,
+          });
+          log(r.action === "none" ? "debug" : "warn", "waba_webhook.template_status", {
+            wabaId,
+            template: value.message_template_name,
+            language: value.message_template_language,
+            event: r.event,
+            action: r.action,
+            campaigns: r.campaigns,
+          });
+        } catch (err) {
+          if (!(err instanceof RpcError)) throw err;
+          log("error", "waba_webhook.template_status.refused", { wabaId, code: err.code });
+        }
+      }
+      for (const { wabaId, value } of payload.qualities) {
+        try {
+          const r = await deps.recordPhoneQuality({
+            wabaId,
+            displayPhoneNumber: value.display_phone_number,
+            event: value.event,
+            currentLimit: value.current_limit ?? null,
+            maxDailyConversations: value.max_daily_conversations_per_business ?? null,
+          });
+          log("warn", "waba_webhook.phone_quality", {
+            wabaId,
+            displayPhoneNumber: value.display_phone_number,
+            ...r,
+          });
+        } catch (err) {
+          if (!(err instanceof RpcError)) throw err;
+          log("error", "waba_webhook.phone_quality.refused", { wabaId, code: err.code });
+        }
+      }
     } catch (err) {
       // A database blip is routine (Meta retries); anything else needs a look.
       log(isTransientDbError(err) ? "warn" : "error", "waba_webhook.store.failed", { error: err });
@@ -230,6 +295,8 @@ export function createWebhookHandler(
       ok: true,
       statuses: { received: payload.statuses.length, ...totals },
       opt_outs: optOuts.size,
+      templates: payload.templates.length,
+      qualities: payload.qualities.length,
       skipped: payload.skipped,
     });
   };

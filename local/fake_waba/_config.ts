@@ -93,6 +93,37 @@ export const WebhookConfigSchema = z.strictObject({
   maxPending: z.number().int().min(1),
 });
 
+/**
+ * What Meta does to a whole number, template or account, as the fake simulates
+ * it (each answer is the one Meta's error-code reference gives; see `_graph.ts`):
+ * - an expired access token: every send answers HTTP 401, code 190, subcode 463;
+ * - a spam-flagged number (131048) after N accepted sends, for a while;
+ * - the portfolio's messaging limit: unique recipients per rolling 24 h across
+ *   the fake's numbers (Meta documents no code for a send beyond it: the fake
+ *   answers `messagingLimitCode`, 131048 unless told otherwise);
+ * - template statuses: a PAUSED template answers 132015, DISABLED 132016;
+ * - a clock offset for the 24 h window, so a test can jump a day ahead.
+ */
+export const AccountSchema = z.strictObject({
+  /** Every send answers 190/463 while true (a renewed token: set it back to false). */
+  tokenExpired: z.boolean(),
+  /** The token expires once this many sends were accepted since the last reset (null = never). */
+  tokenExpiresAfterSends: z.number().int().min(0).nullable(),
+  /** A number is spam-flagged once it has this many accepted sends (null = never; once per reset). */
+  spamFlagAfterSends: z.number().int().min(0).nullable(),
+  /** How long a spam flag lasts. */
+  spamFlagDurationMs: ms,
+  /** Unique recipients per rolling 24 h (the business portfolio's messaging limit); null = unlimited. */
+  messagingLimit: z.number().int().min(1).nullable(),
+  /** The Graph code of a send beyond the messaging limit. */
+  messagingLimitCode: z.number().int(),
+  /** Added to the fake's clock for the messaging-limit window (a test can jump a day ahead). */
+  clockOffsetMs: z.number(),
+  /** Template statuses by name (APPROVED when absent). */
+  templateStatus: z.record(z.string(), z.enum(["APPROVED", "PAUSED", "DISABLED", "REJECTED"])),
+});
+export type AccountConfig = z.infer<typeof AccountSchema>;
+
 /** A template the fake knows; sends naming others fail with 132001 when a registry is set. */
 export const TemplateSpecSchema = z.strictObject({
   bodyParams: z.number().int().min(0),
@@ -120,6 +151,7 @@ export const FakeWabaConfigSchema = z.strictObject({
   latency: LatencySchema,
   faults: FaultsSchema,
   webhook: WebhookConfigSchema,
+  account: AccountSchema,
   /** Known templates; `null` accepts any approved-looking name. */
   templates: z.record(z.string(), TemplateSpecSchema).nullable(),
   /** Cap on recorded messages; the oldest are dropped past it. */
@@ -129,10 +161,11 @@ export const FakeWabaConfigSchema = z.strictObject({
 });
 export type FakeWabaConfig = z.infer<typeof FakeWabaConfigSchema>;
 
-/** A partial update: top-level keys replace, `faults` and `webhook` merge one level. */
+/** A partial update: top-level keys replace, `faults`, `webhook` and `account` merge one level. */
 export const FakeWabaConfigPatchSchema = FakeWabaConfigSchema.extend({
   faults: FaultsSchema.partial(),
   webhook: WebhookConfigSchema.partial(),
+  account: AccountSchema.partial(),
 }).partial();
 export type FakeWabaConfigPatch = z.infer<typeof FakeWabaConfigPatchSchema>;
 
@@ -179,6 +212,16 @@ export function defaultConfig(): FakeWabaConfig {
       shuffle: false,
       maxPending: 100_000,
     },
+    account: {
+      tokenExpired: false,
+      tokenExpiresAfterSends: null,
+      spamFlagAfterSends: null,
+      spamFlagDurationMs: 60_000,
+      messagingLimit: null,
+      messagingLimitCode: 131048,
+      clockOffsetMs: 0,
+      templateStatus: {},
+    },
     templates: null,
     maxStoredMessages: 1_000_000,
     seed: null,
@@ -197,6 +240,7 @@ export function applyPatch(config: FakeWabaConfig, patch: FakeWabaConfigPatch): 
     ...patch,
     faults: { ...config.faults, ...(patch.faults ?? {}) },
     webhook: { ...config.webhook, ...(patch.webhook ?? {}) },
+    account: { ...config.account, ...(patch.account ?? {}) },
   });
 }
 

@@ -66,6 +66,11 @@ export const GRAPH_ERRORS: Readonly<Record<number, GraphErrorSpec>> = {
     title: "Invalid OAuth access token - Cannot parse access token",
     details: "The access token is invalid or has expired.",
   },
+  368: {
+    status: 400,
+    title: "Temporarily blocked for policies violations",
+    details: "The WhatsApp Business Account is restricted from messaging.",
+  },
   80007: {
     status: 400,
     title: "Rate limit issues",
@@ -109,6 +114,11 @@ export const GRAPH_ERRORS: Readonly<Record<number, GraphErrorSpec>> = {
     details:
       "In order to maintain a healthy ecosystem engagement, the message failed to be delivered.",
   },
+  131031: {
+    status: 400,
+    title: "Account has been locked",
+    details: "The WhatsApp Business Account is locked.",
+  },
   131050: {
     status: 400,
     title:
@@ -135,6 +145,21 @@ export const GRAPH_ERRORS: Readonly<Record<number, GraphErrorSpec>> = {
     status: 404,
     title: "Template name does not exist in the translation",
     details: "The template does not exist in the specified language or has not been approved.",
+  },
+  132015: {
+    status: 400,
+    title: "Template is Paused",
+    details: "The template has been paused due to low quality.",
+  },
+  132016: {
+    status: 400,
+    title: "Template is Disabled",
+    details: "The template has been permanently disabled due to low quality.",
+  },
+  132018: {
+    status: 400,
+    title: "There was an issue with the parameters in your template.",
+    details: "Param text cannot have new-line/tab characters or more than 4 consecutive spaces.",
   },
 };
 

@@ -109,3 +109,45 @@ export class PairSpacing {
     }
   }
 }
+
+/**
+ * Meta's messaging limit: at most `limit` unique recipients per rolling window
+ * (24 h) for the business portfolio. A recipient already messaged within the
+ * window costs nothing; a new one fits while fewer than `limit` are counted.
+ * Entries older than the window are swept as time passes.
+ *
+ * @example
+ * const w = new UniqueRecipientWindow(86_400_000);
+ * if (w.allows("254700000001", now, 250)) w.record("254700000001", now);
+ */
+export class UniqueRecipientWindow {
+  readonly #last = new Map<string, number>();
+
+  constructor(readonly windowMs: number) {}
+
+  /** Recipients counted at `now`. */
+  count(now: number): number {
+    this.#sweep(now);
+    return this.#last.size;
+  }
+
+  /** True when `key` may be messaged at `now` under `limit`. */
+  allows(key: string, now: number, limit: number): boolean {
+    this.#sweep(now);
+    return this.#last.has(key) || this.#last.size < limit;
+  }
+
+  /** Records a message to `key` at `now`. */
+  record(key: string, now: number): void {
+    // Re-insert so the map stays ordered by last message and sweeping can stop early.
+    this.#last.delete(key);
+    this.#last.set(key, now);
+  }
+
+  #sweep(now: number): void {
+    for (const [key, at] of this.#last) {
+      if (now - at < this.windowMs) break;
+      this.#last.delete(key);
+    }
+  }
+}

@@ -39,9 +39,11 @@
  * parameters) for unknown fields, values of the wrong JSON type and
  * unsupported choices (`messaging_product: "sms"`, a message type other than
  * `template`). A template name that no approved template can have is `132001`
- * (template does not exist; HTTP 404 in `_graph.ts`), as for an unknown template. Meta does
- * not publish which code each field produces; this split is our reading of the
- * table, and `details` always names the field.
+ * (template does not exist; HTTP 404 in `_graph.ts`), as for an unknown template. A text
+ * parameter with a new line, a tab or more than four consecutive spaces is `132018`
+ * ("Param text cannot have new-line/tab characters or more than 4 consecutive
+ * spaces", the same table). Meta does not publish which code each field produces;
+ * this split is our reading of the table, and `details` always names the field.
  *
  * @example
  * const r = checkSendRequest(JSON.parse(rawBody));
@@ -66,7 +68,7 @@ export interface TemplateSend {
 }
 
 /** Graph error codes the checks answer with (see the module comment). */
-export type RefusalCode = 100 | 131008 | 131009 | 132001;
+export type RefusalCode = 100 | 131008 | 131009 | 132001 | 132018;
 
 /** Why a send request is refused: the Graph code and Meta-style `error_data.details`. */
 export interface Refusal {
@@ -163,6 +165,13 @@ function parameter(value: unknown, path: string): string {
       const p = object(value, path, ["type", "text"]);
       const text = requiredString(p, "text", `${path}.text`);
       if (text.length === 0) throw invalid(`${path}.text`, "empty text");
+      if (/[\n\t]/.test(text) || / {5}/.test(text)) {
+        throw new Refused({
+          code: 132018,
+          details:
+            `Parameter '${path}.text': param text cannot have new-line/tab characters or more than 4 consecutive spaces.`,
+        });
+      }
       if (chars(text) > MAX_TEXT_CHARS) {
         throw invalid(`${path}.text`, `longer than ${MAX_TEXT_CHARS} characters`);
       }

@@ -247,6 +247,30 @@ export class WebhookDispatcher {
     return id;
   }
 
+  /**
+   * Queues an account-level webhook — `message_template_status_update` or
+   * `phone_number_quality_update` — for delivery: `{object, entry: [{id: <WABA id>,
+   * time, changes: [{value, field}]}]}`, the shape of Meta's references for those
+   * fields (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/message_template_status_update,
+   * …/phone_number_quality_update).
+   */
+  accountEvent(field: string, value: Record<string, unknown>): void {
+    const cfg = this.#config();
+    if (cfg.webhook.url === null) {
+      throw new WebhookDisabledError(`Cannot deliver a ${field} webhook: no webhook URL is set`);
+    }
+    const payload = {
+      object: "whatsapp_business_account",
+      entry: [{
+        id: cfg.wabaId,
+        time: Math.floor(Date.now() / 1000),
+        changes: [{ value, field }],
+      }],
+    };
+    this.#enqueue(JSON.stringify(payload), false);
+    this.#ensureTicking();
+  }
+
   /** True when nothing is scheduled, queued or being delivered. */
   get idle(): boolean {
     return this.#heap.size === 0 && this.#ready.length === 0 && this.#retrying.length === 0 &&

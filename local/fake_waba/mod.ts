@@ -23,10 +23,12 @@ export {
   FakeWabaConfigError,
   type FakeWabaOptions,
   type FakeWabaStats,
+  type QualityEvent,
   type RecordedMessage,
   startFakeWaba,
+  type TemplateStatusEvent,
 } from "./server.ts";
-export type { FakeWabaConfig, FakeWabaConfigPatch, Latency } from "./_config.ts";
+export type { AccountConfig, FakeWabaConfig, FakeWabaConfigPatch, Latency } from "./_config.ts";
 export { parseLatency } from "./_config.ts";
 export { WebhookDisabledError, type WebhookStats } from "./_webhooks.ts";
 export { configFromEnv } from "./main.ts";

@@ -15,11 +15,17 @@
  * - latency from a distribution, and fault injection: 5xx, unanswered
  *   requests (held until the client gives up, at most `maxHoldMs`), sends
  *   whose answer is lost, 130429 storms, and a script of the next N answers;
+ * - what Meta does to a whole account (`account` in the config): an expired
+ *   token (401, 190/463), a spam-flagged number after N sends (131048), the
+ *   portfolio's messaging limit per rolling 24 h (with a clock offset), paused
+ *   or disabled templates (132015, 132016), and the template-status and
+ *   quality webhooks that announce them (`/_fake/template-status`, `/_fake/quality`);
  * - a realistic `wamid.…` per accepted message, then signed status webhooks
  *   (`sent → delivered → read`, or `failed`) to a configurable URL.
  *
  * Control endpoints (JSON): `GET /_fake/messages`, `POST /_fake/reset`,
  * `GET|POST /_fake/config`, `GET /_fake/stats`, `POST /_fake/inbound`,
+ * `POST /_fake/template-status`, `POST /_fake/quality`,
  * `POST /_fake/storm`, `POST /_fake/verify-webhook`, `POST /_fake/wait-webhooks`,
  * `GET /_fake/health`.
  *
@@ -42,7 +48,7 @@ import {
   seededRandom,
 } from "./_config.ts";
 import { graphError, serverError, wamid } from "./_graph.ts";
-import { PairSpacing, ThroughputLimiter } from "./_limits.ts";
+import { PairSpacing, ThroughputLimiter, UniqueRecipientWindow } from "./_limits.ts";
 import { checkSendRequest, type TemplateSend } from "./_send_request.ts";
 import { WebhookDisabledError, WebhookDispatcher, type WebhookStats } from "./_webhooks.ts";
 
@@ -83,6 +89,8 @@ export interface FakeWabaStats {
   stored: number;
   droppedMessages: number;
   webhooks: WebhookStats;
+  /** Account state: unique recipients in the messaging-limit window, the token, spam-flagged numbers. */
+  account: { recipients24h: number; tokenExpired: boolean; spamFlagged: string[] };
 }
 
 /** A running fake. */
@@ -104,11 +112,44 @@ export interface FakeWaba {
   storm(ms: number): void;
   /** Delivers an inbound user text message through the signed webhook. Returns its id. */
   inbound(input: { from: string; text: string; phoneNumberId?: string; name?: string }): string;
+  /** Sets a template's status and announces it with a signed `message_template_status_update`. */
+  templateStatus(input: TemplateStatusEvent): void;
+  /** Announces a `phone_number_quality_update`; a tier in it becomes the fake's messaging limit. */
+  quality(input: QualityEvent): void;
   /** Resolves true when every scheduled webhook has been delivered or given up. */
   waitForWebhooks(timeoutMs?: number): Promise<boolean>;
   /** Performs Meta's `GET ?hub.mode=subscribe&hub.verify_token&hub.challenge` check against the webhook URL. */
   verifyWebhook(): Promise<{ ok: boolean; status: number; body: string }>;
 }
+
+/** A template status change, as `/_fake/template-status` takes it. */
+export interface TemplateStatusEvent {
+  name: string;
+  language?: string;
+  event: "APPROVED" | "PAUSED" | "DISABLED" | "REJECTED";
+  reason?: string;
+}
+
+/** A quality update, as `/_fake/quality` takes it. */
+export interface QualityEvent {
+  event: string;
+  /** The tier, as `max_daily_conversations_per_business` (TIER_250, TIER_2K, …, TIER_UNLIMITED). */
+  tier?: string;
+  displayPhoneNumber?: string;
+}
+
+/** Meta's tier names and their limits (null = unlimited). */
+const TIER_LIMITS: Record<string, number | null> = {
+  TIER_50: 50,
+  TIER_250: 250,
+  TIER_1K: 1000,
+  TIER_2K: 2000,
+  TIER_10K: 10_000,
+  TIER_100K: 100_000,
+  TIER_UNLIMITED: null,
+};
+
+const DAY_MS = 86_400_000;
 
 /** Thrown for an invalid runtime configuration patch. */
 export class FakeWabaConfigError extends Error {
@@ -219,6 +260,10 @@ function start(options: FakeWabaOptions): FakeWaba {
   let stormUntil = 0;
   let seq = 0;
   let counters = { requests: 0, accepted: 0, outcomes: {} as Record<string, number> };
+  // Account state: accepted sends and spam flags per number, the portfolio's recipients.
+  let acceptedByNumber = new Map<string, number>();
+  let spamFlaggedUntil = new Map<string, number>();
+  let recipients = new UniqueRecipientWindow(DAY_MS);
 
   const count = (outcome: string) => {
     counters.outcomes[outcome] = (counters.outcomes[outcome] ?? 0) + 1;
@@ -252,6 +297,9 @@ function start(options: FakeWabaOptions): FakeWaba {
     store.clear();
     dispatcher.reset();
     counters = { requests: 0, accepted: 0, outcomes: {} };
+    acceptedByNumber = new Map();
+    spamFlaggedUntil = new Map();
+    recipients = new UniqueRecipientWindow(DAY_MS);
     stormUntil = 0;
     seq = 0;
     startedAt = Date.now();
@@ -264,6 +312,11 @@ function start(options: FakeWabaOptions): FakeWaba {
     stored: store.size,
     droppedMessages: store.dropped,
     webhooks: dispatcher.stats(),
+    account: {
+      recipients24h: recipients.count(Date.now() + cfg.account.clockOffsetMs),
+      tokenExpired: cfg.account.tokenExpired,
+      spamFlagged: [...spamFlaggedUntil].filter(([, until]) => until > Date.now()).map(([n]) => n),
+    },
   });
 
   const inStorm = (now: number) => {
@@ -326,6 +379,18 @@ function start(options: FakeWabaOptions): FakeWaba {
     limiter.record(pnid, now);
     pairs.record(pnid, waId, now);
     counters.accepted++;
+    recipients.record(waId, now + cfg.account.clockOffsetMs);
+    const sends = (acceptedByNumber.get(pnid) ?? 0) + 1;
+    acceptedByNumber.set(pnid, sends);
+    const account = cfg.account;
+    if (account.spamFlagAfterSends !== null && sends === account.spamFlagAfterSends) {
+      spamFlaggedUntil.set(pnid, now + account.spamFlagDurationMs);
+    }
+    if (
+      account.tokenExpiresAfterSends !== null && counters.accepted >= account.tokenExpiresAfterSends
+    ) {
+      setConfig(applyPatch(cfg, { account: { tokenExpired: true, tokenExpiresAfterSends: null } }));
+    }
     dispatcher.track({
       wamid: record.wamid,
       phoneNumberId: pnid,
@@ -355,6 +420,21 @@ function start(options: FakeWabaOptions): FakeWaba {
       return errorAnswer(latencyMs, 190, {}, {
         "www-authenticate":
           'OAuth "Facebook Platform" "invalid_token" "Invalid OAuth access token - Cannot parse access token"',
+      });
+    }
+    if (cfg.account.tokenExpired) {
+      // Meta's answer for an expired user or system-user token (Graph API error
+      // handling: code 190, subcode 463).
+      await req.body?.cancel();
+      return errorAnswer(latencyMs, 190, {
+        subcode: 463,
+        message: `Error validating access token: Session has expired on ${
+          new Date(now - 60_000).toUTCString()
+        }. The current time is ${new Date(now).toUTCString()}.`,
+        details: "The access token has expired.",
+      }, {
+        "www-authenticate":
+          'OAuth "Facebook Platform" "invalid_token" "Error validating access token: Session has expired"',
       });
     }
     if (!/^v\d+\.\d+$/.test(version)) {
@@ -402,6 +482,19 @@ function start(options: FakeWabaOptions): FakeWaba {
       }
     }
 
+    const status = cfg.account.templateStatus[body.template];
+    if (status === "PAUSED") {
+      return errorAnswer(latencyMs, 132015, { details: `Template ${body.template} is paused.` });
+    }
+    if (status === "DISABLED") {
+      return errorAnswer(latencyMs, 132016, { details: `Template ${body.template} is disabled.` });
+    }
+    if (status === "REJECTED") {
+      return errorAnswer(latencyMs, 132001, {
+        details: `template name (${body.template}) does not exist in ${body.language}`,
+      });
+    }
+
     const scripted = cfg.faults.script.length > 0 ? cfg.faults.script[0] : undefined;
     if (scripted) {
       cfg = { ...cfg, faults: { ...cfg.faults, script: cfg.faults.script.slice(1) } };
@@ -445,15 +538,55 @@ function start(options: FakeWabaOptions): FakeWaba {
           ? {}
           : { "retry-after": String(cfg.rateLimitRetryAfterSeconds) },
       );
+    if ((spamFlaggedUntil.get(pnid) ?? 0) > now) return errorAnswer(latencyMs, 131048);
     if (inStorm(now)) return throttled();
     if (!limiter.allows(pnid, now)) return throttled();
     if (!pairs.allows(pnid, body.waId, now)) return errorAnswer(latencyMs, 131056);
+    const limit = cfg.account.messagingLimit;
+    if (limit !== null && !recipients.allows(body.waId, now + cfg.account.clockOffsetMs, limit)) {
+      count("messaging_limit");
+      return errorAnswer(latencyMs, cfg.account.messagingLimitCode, {
+        details:
+          `The business portfolio's messaging limit (${limit} unique recipients per 24 h) is reached.`,
+      });
+    }
 
     if (f.lostResponseRate > 0 && random() < f.lostResponseRate) {
       accept(pnid, body, now);
       return hold("lost_response");
     }
     return answer(latencyMs, "accepted", 200, sendResponse(accept(pnid, body, now)));
+  };
+
+  const templateStatus = (input: TemplateStatusEvent) => {
+    setConfig(applyPatch(cfg, {
+      account: { templateStatus: { ...cfg.account.templateStatus, [input.name]: input.event } },
+    }));
+    dispatcher.accountEvent("message_template_status_update", {
+      event: input.event,
+      message_template_id: 1000 + (input.name.length * 7919) % 100_000,
+      message_template_name: input.name,
+      message_template_language: input.language ?? "en",
+      reason: input.reason ?? (input.event === "APPROVED" ? "NONE" : null),
+    });
+  };
+
+  const quality = (input: QualityEvent) => {
+    if (input.tier !== undefined) {
+      if (!(input.tier in TIER_LIMITS)) {
+        throw new FakeWabaConfigError(
+          `Unknown tier "${input.tier}": use TIER_250 … TIER_UNLIMITED`,
+        );
+      }
+      setConfig(applyPatch(cfg, { account: { messagingLimit: TIER_LIMITS[input.tier] } }));
+    }
+    dispatcher.accountEvent("phone_number_quality_update", {
+      display_phone_number: input.displayPhoneNumber ?? cfg.displayPhoneNumber,
+      event: input.event,
+      ...(input.tier !== undefined
+        ? { current_limit: input.tier, max_daily_conversations_per_business: input.tier }
+        : {}),
+    });
   };
 
   const verifyWebhook = async () => {
@@ -531,6 +664,48 @@ function start(options: FakeWabaOptions): FakeWaba {
           throw err;
         }
       }
+      case "POST /_fake/template-status": {
+        const body = await readJson(req) as Record<string, unknown>;
+        const events = ["APPROVED", "PAUSED", "DISABLED", "REJECTED"];
+        if (typeof body.name !== "string" || !events.includes(String(body.event))) {
+          return json(400, {
+            error:
+              'Expected {"name": "voucher_issued", "event": "PAUSED" | "DISABLED" | "REJECTED" | "APPROVED"}',
+          });
+        }
+        try {
+          templateStatus({
+            name: body.name,
+            event: body.event as TemplateStatusEvent["event"],
+            language: typeof body.language === "string" ? body.language : undefined,
+            reason: typeof body.reason === "string" ? body.reason : undefined,
+          });
+          return json(200, { ok: true });
+        } catch (err) {
+          if (err instanceof WebhookDisabledError) return json(409, { error: err.message });
+          throw err;
+        }
+      }
+      case "POST /_fake/quality": {
+        const body = await readJson(req) as Record<string, unknown>;
+        if (typeof body.event !== "string") {
+          return json(400, { error: 'Expected {"event": "DOWNGRADE", "tier"?: "TIER_250"}' });
+        }
+        try {
+          quality({
+            event: body.event,
+            tier: typeof body.tier === "string" ? body.tier : undefined,
+            displayPhoneNumber: typeof body.displayPhoneNumber === "string"
+              ? body.displayPhoneNumber
+              : undefined,
+          });
+          return json(200, { ok: true, messagingLimit: cfg.account.messagingLimit });
+        } catch (err) {
+          if (err instanceof WebhookDisabledError) return json(409, { error: err.message });
+          if (err instanceof FakeWabaConfigError) return json(400, { error: err.message });
+          throw err;
+        }
+      }
       case "POST /_fake/verify-webhook":
         await req.body?.cancel();
         return json(200, await verifyWebhook());
@@ -591,6 +766,8 @@ function start(options: FakeWabaOptions): FakeWaba {
       stormUntil = Date.now() + ms;
     },
     inbound: (input) => dispatcher.inbound(input),
+    templateStatus,
+    quality,
     waitForWebhooks: (timeoutMs = 10_000) => dispatcher.waitForIdle(timeoutMs),
     verifyWebhook,
   };

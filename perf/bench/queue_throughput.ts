@@ -168,8 +168,10 @@ async function oursSetup(
     const [ch] = await tx`
       insert into app.channels (phone_number_id, display_name, rate_per_minute, burst, tokens, refilled_at)
       values (${
-      "bench" + Date.now()
-    }, 'queue_throughput bench', 1000000000, 1000000000, 1000000000, now())
+      // Phone number ids are digits (channels_phone_number_id_check).
+      String(
+        900_000_000_000 + (Date.now() % 100_000_000_000),
+      )}, 'queue_throughput bench', 1000000000, 1000000000, 1000000000, now())
       returning id`;
     const [c] = await tx`
       insert into app.campaigns (name, amount_minor, currency, expires_at, channel_id, template_name,

@@ -177,12 +177,21 @@ export const PLAN_CHECKS: PlanCheck[] = [
     write: true,
   },
   {
-    name: "webhook status by wamid",
+    name: "webhook status by our message id",
     rpc: "record_waba_statuses",
     table: "app.messages",
-    sql: "select m.id from app.messages m where m.wamid = $1",
-    params: () => ["wamid.perf-explain-missing"],
-    expect: /messages_wamid_key/,
+    sql: "select m.id from app.messages m where m.id = $1",
+    params: () => [-1],
+    expect: /messages_pkey/,
+  },
+  {
+    name: "webhook status by recipient and wamid (no message id)",
+    rpc: "record_waba_statuses",
+    table: "app.campaign_targets",
+    sql: "select m.id from app.campaign_targets t join app.messages m on m.id = t.id " +
+      "where t.msisdn = $1 and m.wamid = $2",
+    params: (p) => [p.msisdn, "wamid.perf-explain-missing"],
+    expect: /campaign_targets_msisdn_idx/,
   },
   {
     name: "campaign_stats message counts",

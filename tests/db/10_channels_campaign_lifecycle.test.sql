@@ -10,8 +10,11 @@ select tests.create_staff('admin@dispatch.test', 'admin') as admin \gset
 
 select has_table('app', 'channels', 'Table app.channels exists');
 select columns_are('app', 'channels', array['id', 'phone_number_id', 'display_name', 'rate_per_minute',
-  'burst', 'min_recipient_interval_seconds', 'status', 'tokens', 'refilled_at', 'created_at', 'updated_at'],
-  'app.channels has the documented columns, token bucket state included');
+  'burst', 'min_recipient_interval_seconds', 'status', 'tokens', 'refilled_at', 'created_at', 'updated_at',
+  'portfolio_id', 'waba_id', 'display_phone_number', 'pause_reason', 'paused_at', 'paused_until',
+  'pause_error_code', 'pause_error_message', 'effective_rate_per_minute', 'rate_decreased_at', 'rate_changed_at',
+  'quality_event', 'quality_updated_at'],
+  'app.channels has the documented columns: token bucket, portfolio, pause state, effective rate, quality');
 select col_is_unique('app', 'channels', 'phone_number_id', 'A phone number id belongs to one channel');
 select has_column('app', 'campaigns', c, format('app.campaigns has column %s', c))
 from unnest(array['channel_id', 'template_name', 'template_language', 'template_params', 'scheduled_for',

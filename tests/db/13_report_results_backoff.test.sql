@@ -25,13 +25,13 @@ select tests.claim_all(:'campaign', 'worker-a') as ids \gset
 select tests.authenticate_as_service_role();
 select is(api.report_message_results(jsonb_build_array(
     jsonb_build_object('message_id', (:'ids'::bigint[])[1], 'outcome', 'sent', 'wamid', 'wamid.report.1'),
-    jsonb_build_object('message_id', (:'ids'::bigint[])[2], 'outcome', 'retry', 'error_code', 'waba_130429'),
+    jsonb_build_object('message_id', (:'ids'::bigint[])[2], 'outcome', 'retry', 'error_code', 'waba_131000'),
     jsonb_build_object('message_id', (:'ids'::bigint[])[3], 'outcome', 'retry', 'error_code', 'http_429',
                        'retry_after_seconds', 30),
     jsonb_build_object('message_id', (:'ids'::bigint[])[4], 'outcome', 'failed', 'error_code', 'waba_131026',
                        'error_message', 'Message undeliverable')),
   'worker-a'),
-  '{"applied": 4, "stale": 0, "sent": 1, "retried": 2, "failed": 1, "dead": 0, "unknown": 0, "cancelled": 0}'::jsonb,
+  '{"applied": 4, "stale": 0, "sent": 1, "retried": 2, "deferred": 0, "failed": 1, "dead": 0, "unknown": 0, "cancelled": 0}'::jsonb,
   'One call applies every outcome and counts them');
 select tests.clear_authentication();
 
@@ -41,7 +41,7 @@ select results_eq(format($$select status, wamid, sent_at is not null, lease_owne
   'sent stores the WhatsApp message id and releases the lease');
 select results_eq(format($$select status, attempts, next_attempt_at >= now() and next_attempt_at < now() + interval '4 seconds',
                                   last_error_code from app.messages where id = %s$$, (:'ids'::bigint[])[2]),
-  $$values ('queued', 1, true, 'waba_130429')$$,
+  $$values ('queued', 1, true, 'waba_131000')$$,
   'retry after attempt 1 queues the message again within 4 s, keeping the error');
 select results_eq(format($$select status, next_attempt_at = now() + interval '30 seconds'
                            from app.messages where id = %s$$, (:'ids'::bigint[])[3]),
@@ -134,17 +134,22 @@ select results_eq(format($$select m.status, v.status from app.messages m join ap
 select tests.fixture_campaign(array['+254790000001']) as early \gset
 select tests.claim_all(:'early', 'worker-f') as early_ids \gset
 select tests.authenticate_as_service_role();
-select is(api.record_waba_statuses('[{"wamid": "wamid.early", "status": "delivered", "timestamp": "1800000000"}]'),
-  '{"applied": 0, "ignored": 0, "unknown": 1}'::jsonb, 'A status for a wamid not reported yet is unknown');
+select is(api.record_waba_statuses(jsonb_build_array(jsonb_build_object(
+    'wamid', 'wamid.early', 'status', 'delivered', 'timestamp', '1800000000',
+    'message_id', (:'early_ids'::bigint[])[1]::text))),
+  '{"applied": 1, "ignored": 0, "unknown": 0}'::jsonb,
+  'A status that names the message by our id applies before the report has stored the wamid');
 select is(api.report_message_results(jsonb_build_array(
     jsonb_build_object('message_id', (:'early_ids'::bigint[])[1], 'outcome', 'sent', 'wamid', 'wamid.early')),
-  'worker-f') ->> 'sent', '1', 'The report arrives after the webhook');
+  'worker-f') - 'deferred' - 'retried' - 'failed' - 'dead' - 'unknown' - 'cancelled',
+  '{"applied": 1, "sent": 1, "stale": 0}'::jsonb,
+  'The report that arrives after it, for the same send, counts as sent (not stale) and changes nothing');
 select tests.clear_authentication();
-select results_eq(format('select status, delivered_at from app.messages where id = %s', (:'early_ids'::bigint[])[1]),
-  $$values ('delivered', to_timestamp(1800000000))$$,
-  'The early status is applied when the report stores the wamid');
-select is((select count(*)::integer from app.pending_waba_statuses where wamid = 'wamid.early'), 0,
-  'and is no longer pending');
+select results_eq(format('select status, delivered_at, wamid, lease_owner from app.messages where id = %s',
+                         (:'early_ids'::bigint[])[1]),
+  $$values ('delivered', to_timestamp(1800000000), 'wamid.early', null::text)$$,
+  'The message is delivered, with the status''s wamid, and no longer leased');
+select is(to_regclass('app.pending_waba_statuses'), null, 'There is no parking lot for early statuses');
 
 -- Validation ---------------------------------------------------------------------------------------------------------
 
@@ -156,7 +161,7 @@ select is(tests.error($$select api.report_message_results('[{"message_id": 1, "o
 select is(tests.error($$select api.report_message_results('[{"message_id": 1, "outcome": "retry"},
                                                              {"message_id": 2, "outcome": "maybe"}]', 'w')$$)
           -> 'details', '{"index": 1, "reason": "invalid_outcome"}'::jsonb,
-  'The outcome is sent, retry or failed; the error names the item');
+  'The outcome is sent, retry, failed or deferred; the error names the item');
 select is(tests.error($$select api.report_message_results('[{"message_id": 1, "outcome": "retry"},
                                                              {"message_id": 1, "outcome": "failed"}]', 'w')$$)
           -> 'details' ->> 'reason', 'duplicate_message_id', 'A message is reported once per call');

@@ -2,7 +2,7 @@
 -- promote and enqueue in chunks, complete campaigns, expire vouchers, purge keys and logs.
 begin;
 \ir helpers.sql
-select plan(38);
+select plan(40);
 
 -- Registration -------------------------------------------------------------------------------------
 
@@ -12,13 +12,14 @@ select results_eq(
     from cron.job
     where jobname in ('dispatch-tick', 'dispatch-promote-campaigns', 'dispatch-reclaim-leases',
                       'dispatch-complete-campaigns', 'vouchers-expire', 'idempotency-purge',
-                      'dispatch-purge-logs', 'cron-purge-history')
+                      'dispatch-purge-logs', 'cron-purge-history', 'dispatch-resume-channels')
     order by jobname$$,
   $$values ('cron-purge-history', 'select app.purge_cron_history()'),
            ('dispatch-complete-campaigns', 'select app.complete_campaigns()'),
            ('dispatch-promote-campaigns', 'select app.promote_due_campaigns()'),
            ('dispatch-purge-logs', 'select app.purge_dispatch_logs()'),
            ('dispatch-reclaim-leases', 'select app.reclaim_expired_leases()'),
+           ('dispatch-resume-channels', 'select app.resume_due_channels()'),
            ('dispatch-tick', 'select app.invoke_dispatch()'),
            ('idempotency-purge', 'select app.purge_expired_idempotency_keys()'),
            ('vouchers-expire', 'select app.expire_vouchers()')$$,
@@ -28,7 +29,8 @@ select results_eq(
     where jobname <> 'dispatch-tick' order by jobname$$,
   $$values ('cron-purge-history', '41 3 * * *'), ('dispatch-complete-campaigns', '* * * * *'),
            ('dispatch-promote-campaigns', '* * * * *'), ('dispatch-purge-logs', '17 * * * *'),
-           ('dispatch-reclaim-leases', '* * * * *'), ('idempotency-purge', '*/5 * * * *'),
+           ('dispatch-reclaim-leases', '* * * * *'), ('dispatch-resume-channels', '* * * * *'),
+           ('idempotency-purge', '*/5 * * * *'),
            ('vouchers-expire', '* * * * *')$$,
   'The housekeeping jobs run every minute, every five minutes, hourly or daily');
 select is((select schedule::text from cron.job where jobname = 'dispatch-tick'),
@@ -112,7 +114,7 @@ select is(tests.campaign_state('00000000-0000-4000-8000-000000000152'), 'dispatc
   'while the other campaign was promoted and enqueued');
 
 -- Stragglers: a message queued in a paused campaign is held by the completion job.
-update app.campaigns set status = 'paused' where id = '00000000-0000-4000-8000-000000000152';
+update app.campaigns set status = 'paused', pause_reason = 'admin' where id = '00000000-0000-4000-8000-000000000152';
 select app.complete_campaigns() as completed \gset
 select is(tests.campaign_state('00000000-0000-4000-8000-000000000152'), 'paused queued=0 enqueued=2',
   'The completion job holds messages left queued in a paused campaign');
@@ -168,13 +170,33 @@ select is((select array_agg(key) from app.idempotency_keys where scope = 'cron_t
 insert into app.dispatch_claims (channel_id, claimed_at, messages, worker) values
   ('00000000-0000-4000-8000-000000000150', now() - interval '2 days', 10, 'old'),
   ('00000000-0000-4000-8000-000000000150', now(), 10, 'new');
-insert into app.pending_waba_statuses (wamid, status, occurred_at, received_at)
-values ('wamid.cron.stale', 'read', now(), now() - interval '8 days');
+insert into app.portfolios (id, name, messaging_tier)
+values ('00000000-0000-4000-8000-000000000155', 'Cron portfolio', 'TIER_250');
+insert into app.portfolio_recipients (portfolio_id, msisdn, last_at) values
+  ('00000000-0000-4000-8000-000000000155', '+254880000001', now() - interval '26 hours'),
+  ('00000000-0000-4000-8000-000000000155', '+254880000002', now() - interval '1 hour');
+insert into app.portfolio_usage (portfolio_id, bucket_start, recipients) values
+  ('00000000-0000-4000-8000-000000000155', app.usage_bucket(now() - interval '26 hours'), 1),
+  ('00000000-0000-4000-8000-000000000155', app.usage_bucket(now() - interval '1 hour'), 1);
 select ok((app.purge_dispatch_logs() ->> 'dispatch_claims')::integer >= 1, 'The log purge trims the claim log');
 select results_eq(
   $$select (select array_agg(worker) from app.dispatch_claims where channel_id = '00000000-0000-4000-8000-000000000150'),
-           (select count(*)::integer from app.pending_waba_statuses where wamid = 'wamid.cron.stale')$$,
-  $$values (array['new'], 0)$$, 'Claims older than a day and webhook statuses older than 7 days are purged');
+           (select array_agg(msisdn) from app.portfolio_recipients
+            where portfolio_id = '00000000-0000-4000-8000-000000000155'),
+           (select count(*)::integer from app.portfolio_usage
+            where portfolio_id = '00000000-0000-4000-8000-000000000155')$$,
+  $$values (array['new'], array['+254880000002'], 1)$$,
+  'Claims older than a day and tier usage older than the window (25 h) are purged');
+
+-- Channels whose temporary pause has ended -------------------------------------------------------------------
+
+update app.channels set status = 'paused', pause_reason = 'spam_rate_limit', paused_at = now() - interval '2 hours',
+                        paused_until = now() - interval '1 second'
+where id = '00000000-0000-4000-8000-000000000150';
+select ok(app.resume_due_channels() >= 1, 'The resume job resumes channels whose paused_until has passed');
+select results_eq($$select status, pause_reason, paused_until from app.channels
+                    where id = '00000000-0000-4000-8000-000000000150'$$,
+  $$values ('active', null::text, null::timestamptz)$$, 'and clears their pause');
 
 -- The dispatch tick -----------------------------------------------------------------------------------------
 -- What the job runs on Supabase runs here too, against the local pg_net and Vault stand-ins.

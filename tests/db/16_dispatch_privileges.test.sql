@@ -10,13 +10,15 @@ select is(
   (select array_agg(c.relname::text order by c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
    where n.nspname = 'app' and c.relkind = 'r' and not c.relrowsecurity
      and c.relname in ('channels', 'campaign_transitions', 'campaign_targets', 'opt_outs', 'messages',
-                       'dispatch_claims', 'lease_reclaims', 'pending_waba_statuses')),
+                       'dispatch_claims', 'lease_reclaims', 'waba_error_rules', 'portfolios',
+                       'portfolio_recipients', 'portfolio_usage', 'pause_reasons')),
   null, 'Row level security is enabled on every dispatch table');
 select is(
   (select count(*)::integer from information_schema.role_table_grants
    where table_schema = 'app' and grantee in ('anon', 'authenticated', 'service_role', 'PUBLIC')
      and table_name in ('channels', 'campaign_transitions', 'campaign_targets', 'opt_outs', 'messages',
-                        'dispatch_claims', 'lease_reclaims', 'pending_waba_statuses')),
+                        'dispatch_claims', 'lease_reclaims', 'waba_error_rules', 'portfolios',
+                        'portfolio_recipients', 'portfolio_usage', 'pause_reasons')),
   0, 'No platform role has a direct grant on any dispatch table');
 
 -- Functions -----------------------------------------------------------------------------------------------
@@ -24,7 +26,9 @@ select is(
 create temporary table rpc (name text, queue boolean);
 insert into rpc values
   ('claim_messages', true), ('report_message_results', true), ('record_waba_statuses', true),
-  ('record_opt_out', true), ('create_channel', false), ('update_channel', false), ('list_channels', false),
+  ('record_opt_out', true), ('record_template_status', true), ('record_phone_number_quality', true),
+  ('create_channel', false), ('update_channel', false), ('list_channels', false), ('resume_channel', false),
+  ('create_portfolio', false), ('update_portfolio', false), ('list_portfolios', false), ('waba_error_rules', false),
   ('create_campaign', false), ('add_campaign_targets', false), ('schedule_campaign', false),
   ('pause_campaign', false), ('resume_campaign', false), ('cancel_campaign', false), ('campaign_stats', false),
   ('queue_health', false);
@@ -67,7 +71,10 @@ select is(
    join pg_namespace n on n.oid = p.pronamespace
    where n.nspname = 'app' and p.proname in ('claim_messages_at', 'claim_channel_messages', 'enqueue_campaign_chunk',
      'promote_due_campaigns', 'reclaim_expired_leases', 'complete_campaigns', 'apply_waba_statuses',
-     'transition_campaign', 'expire_vouchers', 'purge_expired_idempotency_keys', 'purge_dispatch_logs')
+     'transition_campaign', 'expire_vouchers', 'purge_expired_idempotency_keys', 'purge_dispatch_logs',
+     'pause_channel', 'resume_channel', 'resume_due_channels', 'throttle_channel', 'recover_channel_rates',
+     'pause_campaign_row', 'resume_campaign_row', 'pause_template_campaigns', 'resume_template_campaigns',
+     'apply_error_effects', 'seed_portfolio_usage', 'set_portfolio_tier')
      and (has_function_privilege('service_role', p.oid, 'execute')
           or has_function_privilege('authenticated', p.oid, 'execute'))),
   null, 'The internal app functions (time-injectable claim, jobs) are not executable by API roles');

@@ -17,7 +17,9 @@
 import { runDispatch } from "../../functions/dispatch/_run.ts";
 import { rpcQueue } from "../../functions/dispatch/handler.ts";
 import { createSender } from "../../functions/dispatch/_sender.ts";
-import { closeDb } from "../../functions/_shared/db.ts";
+import { closeDb, getDb } from "../../functions/_shared/db.ts";
+import { wabaErrorRules } from "../../functions/_shared/rpc.ts";
+import { WabaErrorRules } from "../../functions/_shared/waba_errors.ts";
 import { wabaConfigFromEnv } from "../../functions/_shared/waba_config.ts";
 
 const args = JSON.parse(Deno.args[0] ?? "{}");
@@ -36,7 +38,11 @@ const summary = await runDispatch({
   reportIntervalMs: args.reportIntervalMs ?? 100,
 }, {
   queue: rpcQueue(worker),
-  send: createSender(wabaConfigFromEnv()),
+  send: createSender(
+    wabaConfigFromEnv(),
+    undefined,
+    new WabaErrorRules(await wabaErrorRules(getDb())),
+  ),
   worker,
 });
 console.log(JSON.stringify({ event: "done", summary }));

@@ -12,6 +12,7 @@ import {
   dispatch,
   fakeMessages,
   fakeStats,
+  maxInWindow,
   openStack,
   rpc,
   schedule,
@@ -22,17 +23,6 @@ const RATE_PER_MINUTE = 240; // 4 msg/s
 const BURST = 8;
 const RUN_MS = 15_000;
 const DISPATCHERS = 3;
-
-/** Most timestamps (ms, sorted) inside any half-open window of `windowMs`. */
-export function maxInWindow(sortedMs: number[], windowMs: number): number {
-  let best = 0;
-  let lo = 0;
-  for (let hi = 0; hi < sortedMs.length; hi++) {
-    while (sortedMs[hi] - sortedMs[lo] >= windowMs) lo++;
-    best = Math.max(best, hi - lo + 1);
-  }
-  return best;
-}
 
 Deno.test("maxInWindow() counts the busiest window", () => {
   assert.equal(maxInWindow([0, 100, 999, 1000, 1500, 5000], 1000), 3);

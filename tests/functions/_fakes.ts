@@ -73,6 +73,7 @@ export class FakeQueue implements DispatchQueue {
       stale: 0,
       sent: 0,
       retried: 0,
+      deferred: 0,
       failed: 0,
       dead: 0,
       unknown: 0,
@@ -83,6 +84,7 @@ export class FakeQueue implements DispatchQueue {
       applied++;
       if (r.outcome === "sent") summary.sent++;
       else if (r.outcome === "failed") summary.failed++;
+      else if (r.outcome === "deferred") summary.deferred++;
       else summary.retried++;
     }
     return Promise.resolve({ ...summary, applied, stale: results.length - applied });

@@ -22,10 +22,10 @@ import {
 import { createDispatchHandler } from "../../functions/dispatch/handler.ts";
 import { runDispatch, type RunOptions, type RunSummary } from "../../functions/dispatch/_run.ts";
 import { createSender } from "../../functions/dispatch/_sender.ts";
-import { CONFIG_ERROR_RETRY_SECONDS } from "../../functions/dispatch/_outcome.ts";
 import { wabaConfigFromEnv } from "../../functions/_shared/waba_config.ts";
 import type { ClaimedMessage } from "../../functions/_shared/rpc.ts";
 import { adminShutdown, FakeQueue, message, messages } from "./_fakes.ts";
+import { errorRules } from "../_support.ts";
 
 const TOKEN = "dispatch-test-token";
 
@@ -283,7 +283,8 @@ Deno.test("runDispatch() reports in batches of at most report_batch, each messag
   });
 });
 
-Deno.test("runDispatch() maps WhatsApp answers to sent / retry / failed and opts out on 131050", async () => {
+Deno.test("runDispatch() maps WhatsApp answers to sent / retry / deferred / failed, opts out on 131050, halts a paused template", async () => {
+  const rules = await errorRules();
   await withFake({
     faults: {
       script: [
@@ -292,17 +293,20 @@ Deno.test("runDispatch() maps WhatsApp answers to sent / retry / failed and opts
         { kind: "error", code: 130429 },
         { kind: "error", code: 131050 },
         { kind: "error", code: 131047 },
-        { kind: "error", code: 132001 },
         { kind: "timeout" },
+        { kind: "error", code: 132001 },
+        { kind: "ok" },
       ],
       maxHoldMs: 2000,
     },
-  }, async (_fake, env) => {
-    const queue = new FakeQueue(messages(7));
+  }, async (fake, env) => {
+    const queue = new FakeQueue(messages(8));
     const summary = await runDispatch(runOptions({ concurrency: 1, batchSize: 1 }), {
       queue,
       send: createSender(
         wabaConfigFromEnv((n) => n === "WABA_TIMEOUT_MS" ? "300" : env(n)),
+        undefined,
+        rules,
       ),
       worker: "w",
     });
@@ -317,21 +321,55 @@ Deno.test("runDispatch() maps WhatsApp answers to sent / retry / failed and opts
     };
     assert.equal(pick(1).outcome, "sent");
     assert.deepEqual(pick(2), { outcome: "retry", code: "http_503", retryAfter: 7 });
-    assert.deepEqual(pick(3), { outcome: "retry", code: "waba_130429", retryAfter: undefined });
+    assert.deepEqual(pick(3), { outcome: "deferred", code: "waba_130429", retryAfter: undefined });
     assert.deepEqual(pick(4), { outcome: "failed", code: "waba_131050", retryAfter: undefined });
     assert.deepEqual(pick(5), { outcome: "failed", code: "waba_131047", retryAfter: undefined });
-    assert.deepEqual(pick(6), {
-      outcome: "retry",
-      code: "waba_132001",
-      retryAfter: CONFIG_ERROR_RETRY_SECONDS,
-    });
-    assert.deepEqual(pick(7), { outcome: "retry", code: "timeout", retryAfter: undefined });
-    assert.deepEqual(queue.optOuts, [{ msisdn: messages(7)[3].to, source: "waba_131050" }]);
+    assert.deepEqual(pick(6), { outcome: "retry", code: "timeout", retryAfter: undefined });
+    assert.deepEqual(pick(7), { outcome: "deferred", code: "waba_132001", retryAfter: undefined });
+    assert.deepEqual(pick(8), { outcome: "deferred", code: "halted", retryAfter: undefined });
+    assert.equal(fake.stats().requests, 7, "the message after the template error was never sent");
+    assert.deepEqual(queue.optOuts, [{ msisdn: messages(8)[3].to, source: "waba_131050" }]);
     assert.deepEqual(
-      [summary.sent, summary.retried, summary.failed, summary.opt_outs],
-      [1, 4, 2, 1],
+      [
+        summary.sent,
+        summary.retried,
+        summary.deferred,
+        summary.failed,
+        summary.released,
+        summary.opt_outs,
+      ],
+      [1, 2, 2, 2, 1, 1],
     );
+    assert.equal(summary.halted.length, 1);
+    assert.match(summary.halted[0], /template voucher_issued \(en\).*template_missing/);
     assert.equal(summary.errors.http_503, 1);
+  });
+});
+
+Deno.test("runDispatch() halts a channel whose token expired: what it still holds is deferred, unsent", async () => {
+  const rules = await errorRules();
+  await withFake({ account: { tokenExpired: true } }, async (fake, env) => {
+    const queue = new FakeQueue(messages(20));
+    const summary = await runDispatch(runOptions({ concurrency: 2, batchSize: 20 }), {
+      queue,
+      send: createSender(wabaConfigFromEnv(env), undefined, rules),
+      worker: "w",
+    });
+    const results = queue.results();
+    assert.equal(results.length, 20, "every claimed message is reported");
+    assert.ok(results.every((r) => r.outcome === "deferred"), "none is retried or failed");
+    assert.ok(
+      fake.stats().requests <= 2,
+      `at most the sends in flight went out (${fake.stats().requests})`,
+    );
+    assert.deepEqual(
+      results.filter((r) => r.outcome === "deferred" && r.error_code === "waba_190").map((r) =>
+        "waba_subcode" in r ? r.waba_subcode : undefined
+      ),
+      Array(fake.stats().requests).fill(463),
+      "the ones sent carry 190/463 for the database's rule",
+    );
+    assert.match(summary.halted.join(), /access_token_expired/);
   });
 });
 
@@ -402,7 +440,7 @@ Deno.test("runDispatch() stops claiming when its budget is spent and reports wha
   });
 });
 
-Deno.test("runDispatch() aborted: stops sending and releases claimed messages as retries", async () => {
+Deno.test("runDispatch() aborted: stops sending and releases claimed messages, deferred", async () => {
   await withFake({ latency: { kind: "fixed", ms: 40 } }, async (fake, env) => {
     const queue = new FakeQueue(messages(50));
     const abort = new AbortController();
@@ -413,28 +451,33 @@ Deno.test("runDispatch() aborted: stops sending and releases claimed messages as
     );
     assert.equal(summary.stop_reason, "aborted");
     assert.ok(summary.released > 0, "some claimed messages were never sent");
-    const released = queue.results().filter((r) => r.outcome === "retry");
+    const released = queue.results().filter((r) => r.outcome === "deferred");
     assert.equal(released.length, summary.released);
-    assert.ok(released.every((r) => r.outcome === "retry" && r.error_code === "released"));
+    assert.ok(released.every((r) => r.outcome === "deferred" && r.error_code === "released"));
     assert.equal(summary.sent, fake.messages().length);
     assert.equal(queue.leased.size, 0, "every lease was reported");
   });
 });
 
-Deno.test("the sender uses a per-number token override and reports a missing token as a config retry", async () => {
+Deno.test("the sender uses a per-number token override and reports a missing token as an invalid token", async () => {
+  const rules = await errorRules();
   await withFake({ accessToken: "per-number-token" }, async (fake) => {
     const vars: Record<string, string> = {
       WABA_BASE_URL: fake.url,
       WABA_ACCESS_TOKEN_106540352242922: "per-number-token",
     };
-    const send = createSender(wabaConfigFromEnv((n) => vars[n]));
+    const send = createSender(wabaConfigFromEnv((n) => vars[n]), undefined, rules);
     const ok = await send(message(1, "+254700000001"));
     assert.equal(ok.ok, true);
     const missing = await send(message(2, "+254700000002", "999"));
     assert.equal(missing.ok, false);
     if (!missing.ok) {
       assert.equal(missing.error.code, "missing_access_token");
-      assert.equal(missing.error.configError, true);
+      assert.deepEqual(
+        [missing.error.wabaCode, missing.error.action, missing.error.reason],
+        [190, "pause_channel", "access_token_invalid"],
+        "it pauses the channel (code 190's rule) instead of burning messages",
+      );
     }
   });
 });
@@ -479,7 +522,7 @@ Deno.test("runDispatch() never starts a send its lease might not outlive", async
     assert.deepEqual([summary.sent, summary.released], [1, 1]);
     assert.deepEqual(fake.messages().map((m) => m.to), ["+254700000001"]);
     const released = queue.results().find((r) => r.message_id === 2);
-    assert.equal(released?.outcome, "retry");
-    assert.equal(released?.outcome === "retry" && released.error_code, "lease_too_short");
+    assert.equal(released?.outcome, "deferred");
+    assert.equal(released?.outcome === "deferred" && released.error_code, "lease_too_short");
   });
 });

@@ -10,10 +10,11 @@ import {
   parseTrigger,
   TriggerError,
 } from "../../functions/dispatch/_request.ts";
-import { CONFIG_ERROR_RETRY_SECONDS, toOutcome } from "../../functions/dispatch/_outcome.ts";
+import { toOutcome } from "../../functions/dispatch/_outcome.ts";
 import { LOCAL_STACK_DEFAULTS, wabaConfigFromEnv } from "../../functions/_shared/waba_config.ts";
 import { classifyWhatsAppError } from "../../functions/_shared/waba_errors.ts";
 import { message } from "./_fakes.ts";
+import { errorRules } from "../_support.ts";
 
 const post = (query: string, body = "") =>
   new Request(`http://localhost/dispatch${query}`, { method: "POST", body });
@@ -91,10 +92,12 @@ Deno.test("the functions' local defaults are the same values as local/env.ts", (
   });
 });
 
-Deno.test("toOutcome(): retryable → retry, config → retry later, permanent → failed", () => {
+Deno.test("toOutcome(): retryable → retry, throttle and pauses → deferred, permanent → failed", async () => {
+  const rules = await errorRules();
   const m = message(9, "+254700000009");
-  const err = (input: Parameters<typeof classifyWhatsAppError>[0]) =>
-    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input) }).result;
+  const outcome = (input: Parameters<typeof classifyWhatsAppError>[0]) =>
+    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input, rules) });
+  const err = (input: Parameters<typeof classifyWhatsAppError>[0]) => outcome(input).result;
   assert.deepEqual(
     toOutcome(m, {
       ok: true,
@@ -112,34 +115,57 @@ Deno.test("toOutcome(): retryable → retry, config → retry later, permanent �
     error_message: "HTTP 429",
     retry_after_seconds: 3,
   });
-  assert.equal(err({ httpStatus: 401, code: 190 }).outcome, "retry");
-  assert.equal(
-    (err({ httpStatus: 401, code: 190 }) as { retry_after_seconds: number }).retry_after_seconds,
-    CONFIG_ERROR_RETRY_SECONDS,
+  assert.deepEqual(
+    err({ httpStatus: 401, code: 190, subcode: 463 }),
+    {
+      message_id: 9,
+      outcome: "deferred",
+      error_code: "waba_190",
+      error_message: "Access token has expired",
+      waba_code: 190,
+      waba_subcode: 463,
+    },
+    "an expired token is not the message's fault: deferred, with the code for the database's rule",
   );
-  assert.equal(err({ httpStatus: 400, code: 131026 }).outcome, "failed");
-  const optedOut = toOutcome(m, {
-    ok: false,
-    latencyMs: 1,
-    error: classifyWhatsAppError({ httpStatus: 400, code: 131050 }),
+  assert.deepEqual(outcome({ httpStatus: 401, code: 190 }).halt, {
+    kind: "channel",
+    channelId: m.channel_id,
+    reason: "access_token_invalid",
+  }, "and the run stops sending through that channel");
+  assert.equal(err({ httpStatus: 400, code: 130429 }).outcome, "deferred", "throttled: deferred");
+  assert.equal(
+    outcome({ httpStatus: 400, code: 130429 }).halt,
+    undefined,
+    "but the run carries on",
+  );
+  assert.deepEqual(outcome({ httpStatus: 400, code: 132015 }).halt, {
+    kind: "template",
+    channelId: m.channel_id,
+    template: m.template_name,
+    language: m.template_language,
+    reason: "template_paused",
   });
+  assert.equal(err({ httpStatus: 400, code: 131026 }).outcome, "failed");
+  const optedOut = outcome({ httpStatus: 400, code: 131050 });
   assert.equal(optedOut.result.outcome, "failed");
   assert.equal(optedOut.optOut, true);
   const invalid = toOutcome(m, {
     ok: false,
     latencyMs: 1,
-    error: { kind: "permanent", code: "invalid_response", message: "x", configError: true },
+    error: { kind: "permanent", code: "invalid_response", message: "x", action: "fail" },
   });
   assert.equal(invalid.result.outcome, "failed", "a 2xx we cannot read may have been sent");
 });
 
-Deno.test("toOutcome(): a retry with no answer from WhatsApp is marked maybe_sent, a refusal is not", () => {
+Deno.test("toOutcome(): a retry with no answer from WhatsApp is marked maybe_sent, a refusal is not", async () => {
+  const rules = await errorRules();
   const m = message(9, "+254700000009");
   const retry = (input: Parameters<typeof classifyWhatsAppError>[0]) =>
-    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input) }).result as {
-      outcome: string;
-      maybe_sent?: boolean;
-    };
+    toOutcome(m, { ok: false, latencyMs: 1, error: classifyWhatsAppError(input, rules) })
+      .result as {
+        outcome: string;
+        maybe_sent?: boolean;
+      };
   assert.equal(retry({ networkError: "timeout" }).maybe_sent, true, "timed out");
   assert.equal(retry({ networkError: "ECONNRESET" }).maybe_sent, true, "connection lost");
   assert.equal(retry({ httpStatus: 502 }).maybe_sent, true, "a bare 5xx from a proxy");

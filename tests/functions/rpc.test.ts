@@ -10,8 +10,11 @@ import {
   ClaimedMessageSchema,
   claimMessages,
   recordOptOut,
+  recordPhoneNumberQuality,
+  recordTemplateStatus,
   recordWabaStatuses,
   reportMessageResults,
+  wabaErrorRules,
 } from "../../functions/_shared/rpc.ts";
 
 Deno.test("claim → report → statuses → opt-out through the typed RPC wrappers", async () => {
@@ -83,6 +86,7 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
       stale: 3,
       sent: 0,
       retried: 0,
+      deferred: 0,
       failed: 0,
       dead: 0,
       unknown: 0,
@@ -93,6 +97,7 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
       stale: 0,
       sent: 1,
       retried: 1,
+      deferred: 0,
       failed: 1,
       dead: 0,
       unknown: 0,
@@ -105,10 +110,35 @@ Deno.test("claim → report → statuses → opt-out through the typed RPC wrapp
 
     assert.deepEqual(
       await recordWabaStatuses(db, [
-        { wamid, status: "delivered", timestamp: String(Math.floor(Date.now() / 1000)) },
-        { wamid: `${wamid}.unknown`, status: "read" },
+        {
+          wamid,
+          status: "delivered",
+          message_id: String(a.message_id),
+          timestamp: String(Math.floor(Date.now() / 1000)),
+        },
+        { wamid: `${wamid}.unknown`, status: "read", recipient_id: b.to.slice(1) },
       ]),
       { applied: 1, ignored: 0, unknown: 1 },
+    );
+
+    const rules = await wabaErrorRules(db);
+    assert.ok(rules.some((r) => r.code === 130429 && r.action === "throttle"));
+    assert.deepEqual(
+      await recordTemplateStatus(db, {
+        wabaId: "102290129340398",
+        templateName: "rpc_test_template_never_used",
+        templateLanguage: "en",
+        event: "PAUSED",
+      }),
+      { event: "PAUSED", action: "paused", campaigns: 0 },
+    );
+    await assert.rejects(
+      recordPhoneNumberQuality(db, {
+        wabaId: "not digits",
+        displayPhoneNumber: null,
+        event: "FLAGGED",
+      }),
+      (e) => e instanceof RpcError && e.code === "invalid_quality_event",
     );
 
     const first = await recordOptOut(db, c.to, "rpc_test");

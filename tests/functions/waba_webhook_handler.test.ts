@@ -9,7 +9,12 @@ import { createWebhookHandler } from "../../functions/waba-webhook/handler.ts";
 import { isOptOutRequest, normalizeInboundText } from "../../functions/waba-webhook/_stop_words.ts";
 import { sign } from "../../functions/_shared/webhook_signature.ts";
 import { RpcError } from "../../functions/_shared/db.ts";
-import type { StatusItem, StatusSummary } from "../../functions/_shared/rpc.ts";
+import type {
+  PhoneQualityInput,
+  StatusItem,
+  StatusSummary,
+  TemplateStatusInput,
+} from "../../functions/_shared/rpc.ts";
 import { startFakeWaba } from "../../local/fake_waba/mod.ts";
 import { waitFor } from "../whatsapp/_helpers.ts";
 
@@ -18,13 +23,37 @@ const VERIFY = "webhook-test-verify-token";
 const PNID = "106540352242922";
 const ENV: Record<string, string> = { WABA_APP_SECRET: SECRET, WABA_VERIFY_TOKEN: VERIFY };
 
-/** A handler with recording stand-ins for the two RPCs. */
+/** A handler with recording stand-ins for the RPCs. */
 function setup(
-  opts: { failStore?: boolean; env?: Record<string, string>; refuseOptOut?: boolean } = {},
+  opts: {
+    failStore?: boolean;
+    env?: Record<string, string>;
+    refuseOptOut?: boolean;
+    refuseAccountEvents?: boolean;
+  } = {},
 ) {
   const statusCalls: StatusItem[][] = [];
   const optOuts: { msisdn: string; source: string }[] = [];
+  const templates: TemplateStatusInput[] = [];
+  const qualities: PhoneQualityInput[] = [];
+  const refused = () =>
+    Promise.reject(new RpcError("invalid_template_event", "refused by the database", 400));
   const handler = createWebhookHandler({
+    recordTemplateStatus: (input) => {
+      if (opts.refuseAccountEvents) return refused();
+      templates.push(input);
+      return Promise.resolve({ event: input.event, action: "paused" as const, campaigns: 1 });
+    },
+    recordPhoneQuality: (input) => {
+      if (opts.refuseAccountEvents) return refused();
+      qualities.push(input);
+      return Promise.resolve({
+        event: input.event,
+        channels: 1,
+        messaging_tier: "TIER_2K",
+        portfolios_updated: 1,
+      });
+    },
     env: (n) => (opts.env ?? ENV)[n],
     recordStatuses: (items): Promise<StatusSummary> => {
       if (opts.failStore) return Promise.reject(new Error("connection refused"));
@@ -39,7 +68,7 @@ function setup(
       return Promise.resolve({ msisdn, opted_out: true, created: true, cancelled_messages: 0 });
     },
   });
-  return { handler, statusCalls, optOuts };
+  return { handler, statusCalls, optOuts, templates, qualities };
 }
 
 function statusPayload(statuses: Record<string, unknown>[]): Record<string, unknown> {
@@ -139,12 +168,135 @@ Deno.test("POST with a valid signature over the raw body stores the statuses", a
     ok: true,
     statuses: { received: 2, applied: 2, ignored: 0, unknown: 0 },
     opt_outs: 0,
+    templates: 0,
+    qualities: 0,
     skipped: 0,
   });
   assert.deepEqual(statusCalls, [[
-    { wamid: "wamid.TEST1", status: "delivered", timestamp: "1764300000" },
-    { wamid: "wamid.TEST2", status: "read", timestamp: "1764300000" },
+    {
+      wamid: "wamid.TEST1",
+      status: "delivered",
+      timestamp: "1764300000",
+      recipient_id: "254700000001",
+    },
+    { wamid: "wamid.TEST2", status: "read", timestamp: "1764300000", recipient_id: "254700000002" },
   ]]);
+});
+
+Deno.test("POST passes our message id from biz_opaque_callback_data, and a failure's Graph code", async () => {
+  const { handler, statusCalls } = setup();
+  const res = await signedPost(
+    handler,
+    statusPayload([
+      status(1, "sent", { biz_opaque_callback_data: "4211" }),
+      status(2, "failed", {
+        biz_opaque_callback_data: "campaign-x",
+        errors: [{ code: 131048, title: "Spam rate limit hit" }],
+      }),
+    ]),
+  );
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  assert.deepEqual(statusCalls[0][0].message_id, "4211");
+  assert.equal(
+    statusCalls[0][1].message_id,
+    undefined,
+    "callback data that is not our id is not passed",
+  );
+  assert.deepEqual(
+    [statusCalls[0][1].error_code, statusCalls[0][1].waba_code],
+    ["waba_131048", 131048],
+  );
+});
+
+function accountPayload(field: string, value: Record<string, unknown>): Record<string, unknown> {
+  return {
+    object: "whatsapp_business_account",
+    entry: [{ id: "102290129340398", time: 1764300000, changes: [{ value, field }] }],
+  };
+}
+
+Deno.test("POST acts on template status and phone number quality updates", async () => {
+  const { handler, templates, qualities } = setup();
+  const res = await signedPost(handler, {
+    object: "whatsapp_business_account",
+    entry: [{
+      id: "102290129340398",
+      time: 1764300000,
+      changes: [
+        {
+          field: "message_template_status_update",
+          value: {
+            event: "PAUSED",
+            message_template_id: 594425479261596,
+            message_template_name: "voucher_issued",
+            message_template_language: "en_US",
+            reason: "LOW_QUALITY",
+          },
+        },
+        {
+          field: "phone_number_quality_update",
+          value: {
+            display_phone_number: "15550783881",
+            event: "DOWNGRADE",
+            current_limit: "TIER_2K",
+            max_daily_conversations_per_business: "TIER_2K",
+          },
+        },
+      ],
+    }],
+  });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.deepEqual([body.templates, body.qualities, body.skipped], [1, 1, 0]);
+  assert.deepEqual(templates, [{
+    wabaId: "102290129340398",
+    templateName: "voucher_issued",
+    templateLanguage: "en_US",
+    event: "PAUSED",
+    reason: "LOW_QUALITY",
+  }]);
+  assert.deepEqual(qualities, [{
+    wabaId: "102290129340398",
+    displayPhoneNumber: "15550783881",
+    event: "DOWNGRADE",
+    currentLimit: "TIER_2K",
+    maxDailyConversations: "TIER_2K",
+  }]);
+});
+
+Deno.test("POST answers 200 when the database refuses an account event (a retry cannot help)", async () => {
+  const { handler } = setup({ refuseAccountEvents: true });
+  const res = await signedPost(
+    handler,
+    accountPayload("message_template_status_update", {
+      event: "PAUSED",
+      message_template_name: "voucher_issued",
+      message_template_language: "en",
+    }),
+  );
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).templates, 1);
+});
+
+Deno.test("POST skips an account event it cannot read and keeps the rest", async () => {
+  const { handler, templates, qualities } = setup();
+  const res = await signedPost(handler, {
+    object: "whatsapp_business_account",
+    entry: [{
+      id: "102290129340398",
+      changes: [
+        { field: "message_template_status_update", value: { event: "PAUSED" } },
+        {
+          field: "phone_number_quality_update",
+          value: { display_phone_number: "15550783881", event: "FLAGGED" },
+        },
+      ],
+    }],
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).skipped, 1);
+  assert.deepEqual([templates.length, qualities.length], [0, 1]);
 });
 
 Deno.test("POST with a tampered, missing, malformed or foreign signature is 401 and changes nothing", async () => {

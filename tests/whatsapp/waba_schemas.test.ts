@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import {
   GraphErrorBodySchema,
   inboundMessages,
+  qualityUpdates,
   SendMessageResponseSchema,
   SendTemplateRequestSchema,
   statusUpdates,
+  templateUpdates,
   WebhookPayloadSchema,
   WebhookVerificationQuerySchema,
 } from "../../functions/_shared/waba_schemas.ts";
@@ -186,11 +188,63 @@ Deno.test("WebhookPayloadSchema accepts other subscribed fields without inspecti
     object: "whatsapp_business_account",
     entry: [{
       id: "1",
-      changes: [{ field: "message_template_status_update", value: { event: "APPROVED" } }],
+      changes: [{ field: "account_update", value: { event: "VERIFIED_ACCOUNT" } }],
     }],
   };
   const parsed = WebhookPayloadSchema.parse(other);
   assert.deepEqual(statusUpdates(parsed), []);
+  assert.deepEqual(templateUpdates(parsed), []);
+});
+
+Deno.test("WebhookPayloadSchema reads template status and quality updates, with their WABA id", () => {
+  // The shapes of Meta's webhook references for the two fields.
+  const payload = {
+    object: "whatsapp_business_account",
+    entry: [{
+      id: "102290129340398",
+      time: 1751247548,
+      changes: [
+        {
+          value: {
+            event: "APPROVED",
+            message_template_id: 1689556908129832,
+            message_template_name: "order_confirmation",
+            message_template_language: "en-US",
+            reason: "NONE",
+            message_template_category: "UTILITY",
+          },
+          field: "message_template_status_update",
+        },
+        {
+          value: {
+            display_phone_number: "15550783881",
+            event: "ONBOARDING",
+            current_limit: "TIER_250",
+            max_daily_conversations_per_business: "TIER_250",
+          },
+          field: "phone_number_quality_update",
+        },
+      ],
+    }],
+  };
+  const parsed = WebhookPayloadSchema.parse(payload);
+  assert.deepEqual(templateUpdates(parsed).map((t) => [t.wabaId, t.value.event]), [
+    ["102290129340398", "APPROVED"],
+  ]);
+  assert.deepEqual(
+    qualityUpdates(parsed).map((q) => q.value.max_daily_conversations_per_business),
+    [
+      "TIER_250",
+    ],
+  );
+  const broken = structuredClone(payload);
+  delete (broken.entry[0].changes[0].value as { message_template_name?: string })
+    .message_template_name;
+  assert.equal(
+    WebhookPayloadSchema.safeParse(broken).success,
+    false,
+    "a handled field must be complete",
+  );
 });
 
 Deno.test("WebhookPayloadSchema rejects bad statuses, wrong objects and messages changes without metadata", () => {

@@ -6,6 +6,7 @@ import {
 } from "../../functions/_shared/whatsapp.ts";
 import { startFakeWaba } from "../../local/fake_waba/mod.ts";
 import { PHONE_NUMBER_ID, TEST_SECRET, TEST_TOKEN } from "./_helpers.ts";
+import { errorRules } from "../_support.ts";
 
 const send = {
   phoneNumberId: PHONE_NUMBER_ID,
@@ -108,35 +109,61 @@ Deno.test("WhatsAppClient honours a BSP base URL with a path prefix and a versio
   assert.equal(calls[0].url, `https://bsp.example/graph/v19.0/${PHONE_NUMBER_ID}/messages`);
 });
 
-Deno.test("WhatsAppClient.sendTemplate() reports a throughput limit as retryable waba_130429", async () => {
+Deno.test("WhatsAppClient.sendTemplate() reports a throughput limit as retryable waba_130429 (throttle)", async () => {
   const fake = await startFakeWaba({ ...fakeOptions(), mps: 1 });
   try {
-    const wa = new WhatsAppClient({ baseUrl: fake.url, accessToken: TEST_TOKEN });
+    const wa = new WhatsAppClient({
+      baseUrl: fake.url,
+      accessToken: TEST_TOKEN,
+      errorRules: await errorRules(),
+    });
     const first = await wa.sendTemplate({ ...send, to: "+254700000001" });
     const second = await wa.sendTemplate({ ...send, to: "+254700000002" });
     assert.ok(first.ok);
     assert.ok(!second.ok);
-    assert.deepEqual([second.error.kind, second.error.code, second.error.httpStatus], [
-      "retryable",
-      "waba_130429",
-      400,
-    ]);
+    assert.deepEqual(
+      [second.error.kind, second.error.code, second.error.httpStatus, second.error.action],
+      ["retryable", "waba_130429", 400, "throttle"],
+    );
   } finally {
     await fake.shutdown();
   }
 });
 
-Deno.test("WhatsAppClient.sendTemplate() reports a bad token as a permanent configuration error", async () => {
+Deno.test("WhatsAppClient.sendTemplate() reports a bad token as an account error that pauses the channel", async () => {
   const fake = await startFakeWaba(fakeOptions());
   try {
-    const wa = new WhatsAppClient({ baseUrl: fake.url, accessToken: "wrong" });
+    const wa = new WhatsAppClient({
+      baseUrl: fake.url,
+      accessToken: "wrong",
+      errorRules: await errorRules(),
+    });
     const r = await wa.sendTemplate(send);
     assert.ok(!r.ok);
     assert.deepEqual(
-      [r.error.kind, r.error.code, r.error.httpStatus, r.error.configError],
-      ["permanent", "waba_190", 401, true],
+      [r.error.kind, r.error.code, r.error.httpStatus, r.error.scope, r.error.action],
+      ["permanent", "waba_190", 401, "account", "pause_channel"],
     );
     assert.equal(fake.messages().length, 0);
+  } finally {
+    await fake.shutdown();
+  }
+});
+
+Deno.test("WhatsAppClient.sendTemplate() reads an expired token's subcode (190/463)", async () => {
+  const fake = await startFakeWaba({ ...fakeOptions(), account: { tokenExpired: true } });
+  try {
+    const wa = new WhatsAppClient({
+      baseUrl: fake.url,
+      accessToken: TEST_TOKEN,
+      errorRules: await errorRules(),
+    });
+    const r = await wa.sendTemplate(send);
+    assert.ok(!r.ok);
+    assert.deepEqual(
+      [r.error.code, r.error.httpStatus, r.error.wabaSubcode, r.error.reason],
+      ["waba_190", 401, 463, "access_token_expired"],
+    );
   } finally {
     await fake.shutdown();
   }
@@ -162,7 +189,11 @@ Deno.test("WhatsAppClient.sendTemplate() passes Retry-After through on a retryab
     faults: { script: [{ kind: "error", code: 130429, retryAfterSeconds: 7 }] },
   });
   try {
-    const wa = new WhatsAppClient({ baseUrl: fake.url, accessToken: TEST_TOKEN });
+    const wa = new WhatsAppClient({
+      baseUrl: fake.url,
+      accessToken: TEST_TOKEN,
+      errorRules: await errorRules(),
+    });
     const r = await wa.sendTemplate(send);
     assert.ok(!r.ok);
     assert.equal(r.error.retryAfterSeconds, 7);
@@ -196,10 +227,10 @@ Deno.test("WhatsAppClient.sendTemplate() rejects a 200 that is not a Cloud API a
   const wa = new WhatsAppClient({ accessToken: "tok", fetch: fn });
   const r = await wa.sendTemplate(send);
   assert.ok(!r.ok);
-  assert.deepEqual([r.error.kind, r.error.code, r.error.configError], [
+  assert.deepEqual([r.error.kind, r.error.code, r.error.action], [
     "permanent",
     "invalid_response",
-    true,
+    "fail",
   ]);
 });
 
