@@ -64,10 +64,11 @@ select tests.authenticate_as(:'admin');
 -- Against existing targets ----------------------------------------------------------------------
 
 select is(api.add_campaign_targets(:'campaign_id', '["+254700000001", "+254700000002", "+254700000006"]'),
-  '{"inserted": 1, "duplicates": 2, "opted_out": 0, "invalid": []}'::jsonb,
+  '{"inserted": 1, "duplicates": 2, "opted_out": 0, "refused": [], "invalid": []}'::jsonb,
   'Numbers that are already targets count as duplicates');
 select is(api.add_campaign_targets(:'campaign_id', '[]'),
-  '{"inserted": 0, "duplicates": 0, "opted_out": 0, "invalid": []}'::jsonb, 'An empty array changes nothing');
+  '{"inserted": 0, "duplicates": 0, "opted_out": 0, "refused": [], "invalid": []}'::jsonb,
+  'An empty array changes nothing');
 
 -- Limits and errors -------------------------------------------------------------------------------
 
