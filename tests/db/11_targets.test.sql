@@ -11,8 +11,9 @@ select tests.create_staff('admin@targets.test', 'admin') as admin \gset
 select has_table('app', 'campaign_targets', 'Table app.campaign_targets exists');
 select has_table('app', 'opt_outs', 'Table app.opt_outs exists');
 select col_is_pk('app', 'opt_outs', 'msisdn', 'An opt-out is global, one row per phone number');
-select has_index('app', 'campaign_targets', 'campaign_targets_campaign_msisdn_key', array['campaign_id', 'msisdn'],
-  'A number is a target of a campaign at most once (unique index)');
+select has_index('app', 'campaign_targets', 'campaign_targets_campaign_msisdn_key',
+  array['campaign_id', 'msisdn', 'resend_no'],
+  'A number is a target of a campaign at most once, its support resends numbered (unique index)');
 select has_index('app', 'campaign_targets', 'campaign_targets_campaign_id_id_idx', array['campaign_id', 'id'],
   'The enqueue job walks targets by (campaign_id, id)');
 select throws_ok(
