@@ -9,7 +9,8 @@
  * - `Content-Profile` (POST) / `Accept-Profile` (GET) choose the schema;
  * - results: scalar → JSON value, composite → object, SETOF → array,
  *   void → 204 without body; `Accept: application/vnd.pgrst.object+json`
- *   (supabase-js `.single()`), `nulls=stripped` and `Prefer: count=exact`.
+ *   (supabase-js `.single()`), `nulls=stripped` and `Prefer: count=exact`;
+ *   `Accept: text/csv` (supabase-js `.csv()`) renders CSV as PostgREST does (`_csv.ts`).
  *
  * Row filters, `select=` shaping, ordering and paging of RPC results are not
  * implemented: they answer PGRST127 instead of being silently ignored.
@@ -33,6 +34,7 @@ import type { AuthResult } from "./_jwt.ts";
 import type { Admission } from "./_pool.ts";
 import { findRoutine, matchesParams, noRpcError, type SchemaCache } from "./_schema_cache.ts";
 import { type CallArgs, quoteIdent, rpcStatement } from "./_sql.ts";
+import { CSV_CONTENT_TYPE, csvStatement, isCsvRange } from "./_csv.ts";
 
 /** What the RPC handler needs from the gateway. */
 export interface RpcContext {
@@ -51,7 +53,7 @@ const OPERATORS = new Set(
     "fts plfts phfts wfts not is in isdistinct").split(" "),
 );
 
-type Accept = { single: boolean; stripNulls: boolean };
+type Accept = { single: boolean; stripNulls: boolean; csv?: boolean };
 
 /** Picks the response media type from `Accept`, as PostgREST's content negotiation does. */
 function negotiate(accept: string | null): Accept {
@@ -69,6 +71,7 @@ function negotiate(accept: string | null): Accept {
     if (type === "application/vnd.pgrst.array+json" || type === "application/vnd.pgrst.array") {
       return { single: false, stripNulls };
     }
+    if (isCsvRange(type)) return { single: false, stripNulls: false, csv: true };
   }
   throw mediaTypeError(ranges);
 }
@@ -217,7 +220,7 @@ export async function handleRpc(
     ["request.cookies", cookiesJson(req)],
     ...(snapshot.roleSettings.get(auth.role) ?? []),
   ];
-  const statement = rpcStatement({
+  const statement = (accept.csv ? csvStatement : rpcStatement)({
     readOnly: isRead || routine.volatility !== "v",
     settings,
     routine,
@@ -250,7 +253,9 @@ export async function handleRpc(
     }
   }
   const headers: Record<string, string> = {
-    "Content-Type": accept.single
+    "Content-Type": accept.csv
+      ? CSV_CONTENT_TYPE
+      : accept.single
       ? "application/vnd.pgrst.object+json; charset=utf-8"
       : "application/json; charset=utf-8",
     "Content-Range": range,
