@@ -38,6 +38,8 @@ export interface RpcBuilder extends
     status: number;
   }> {
   abortSignal(signal: AbortSignal): RpcBuilder;
+  /** `Accept: text/csv` (postgrest-js `.csv()`). */
+  csv(): RpcBuilder;
 }
 
 /** What this module needs of a supabase-js client: `schema("api").rpc(…)`. */
@@ -141,8 +143,34 @@ export interface Redemption {
   station_id: string;
   redeemed_at: string;
   client_redeemed_at: string | null;
+  /** The till's details, when the redeem carried them. */
+  receipt_ref?: string;
+  pump?: string;
+  quantity?: number;
+  sale_amount_minor?: number;
   /** True when this answer is the stored one of an earlier request with the same key. */
   replayed: boolean;
+}
+
+/** Optional till details of a redeem (bounded; out of bounds is `invalid_redemption_details`). */
+export interface RedemptionDetails {
+  /** Receipt reference, 1–64 characters. */
+  receiptRef?: string;
+  /** Pump or till lane, 1–16 characters. */
+  pump?: string;
+  /** Quantity sold (e.g. litres), 0 < q ≤ 1,000,000, at most 3 decimals. */
+  quantity?: number;
+  /** The sale's total in minor units of the voucher's currency. */
+  saleAmountMinor?: number;
+}
+
+function detailArgs(d: RedemptionDetails): Record<string, unknown> {
+  return {
+    ...(d.receiptRef !== undefined ? { receipt_ref: d.receiptRef } : {}),
+    ...(d.pump !== undefined ? { pump: d.pump } : {}),
+    ...(d.quantity !== undefined ? { quantity: d.quantity } : {}),
+    ...(d.saleAmountMinor !== undefined ? { sale_amount_minor: d.saleAmountMinor } : {}),
+  };
 }
 
 /** One item's refusal inside a `redeem_vouchers` answer. */
@@ -170,6 +198,10 @@ export interface FlushItem {
   code: string;
   idempotency_key: string;
   client_redeemed_at?: string | null;
+  receipt_ref?: string;
+  pump?: string;
+  quantity?: number;
+  sale_amount_minor?: number;
 }
 
 /** `issue_vouchers`. */
@@ -239,6 +271,8 @@ export interface NewCampaign {
   name: string;
   amount_minor: number;
   currency: string;
+  /** Targets need a recorded consent (add_campaign_targets refuses the others). */
+  requires_consent?: boolean;
   starts_at?: string;
   expires_at?: string;
   station_ids?: string[];
@@ -248,12 +282,215 @@ export interface NewCampaign {
   template_params?: unknown[];
 }
 
+/** `undo_redemption`: the redemption, now reversed, and what its voucher became. */
+export interface UndoneRedemption {
+  redemption_id: number;
+  code: string;
+  voucher_status: "issued" | "expired";
+  amount_minor: number;
+  currency: string;
+  station_id: string;
+  redeemed_at: string;
+  redeemed_by: string | null;
+  reversed_at: string;
+  reversed_by: string | null;
+  reversal_reason: string;
+  replayed: boolean;
+}
+
+/** A station row (`deactivate_station`, `reactivate_station`). */
+export interface Station {
+  id: string;
+  code: string;
+  name: string;
+  region: string | null;
+  active: boolean;
+  created_at: string;
+}
+
+/** One `list_stations` row. */
+export interface StationRow extends Station {
+  /** Active operators bound to the station. */
+  operators: number;
+}
+
+/** A staff row (`deactivate_staff`, `reactivate_staff`). */
+export interface StaffMember {
+  user_id: string;
+  role: "admin" | "station_operator";
+  station_id: string | null;
+  active: boolean;
+  created_at: string;
+}
+
+/** One `list_staff` row. */
+export interface StaffRow extends StaffMember {
+  email: string;
+  station_code: string | null;
+}
+
+/** One message in `find_customer`, with its voucher. */
+export interface CustomerMessage {
+  message_id: number;
+  campaign_id: string;
+  campaign_name: string;
+  campaign_status: Campaign["status"];
+  status: string;
+  /** The original message a resend repeats; null for an original. */
+  resend_of: number | null;
+  resend_no: number;
+  created_at: string;
+  sent_at: string | null;
+  delivered_at: string | null;
+  read_at: string | null;
+  failed_at: string | null;
+  cancelled_at: string | null;
+  last_error_code: string | null;
+  last_error_message: string | null;
+  voucher: {
+    code: string;
+    status: VoucherView["status"];
+    amount_minor: number;
+    currency: string;
+    expires_at: string | null;
+    redeemed_at: string | null;
+    redeemed_station_code: string | null;
+  } | null;
+}
+
+/** `find_customer`: a number's opt-out, latest consent and messages, newest first. */
+export interface Customer {
+  msisdn: string;
+  opted_out: { at: string; source: string } | null;
+  consent: { consented_at: string; source: string; text_shown: string } | null;
+  messages: CustomerMessage[];
+  /** Pass as `after` for the next page; null on the last. */
+  next_cursor: number | null;
+}
+
+/** `resend_message`. */
+export interface Resend {
+  message_id: number;
+  resend_of: number;
+  resend_no: number;
+  campaign_id: string;
+  to: string;
+  status: "queued" | "held";
+  voucher_code: string;
+  replayed: boolean;
+}
+
+/** One `station_settlement` row: a station's day in one currency. */
+export interface SettlementRow {
+  day: string;
+  station_id: string;
+  station_code: string;
+  station_name: string;
+  currency: string;
+  redemptions: number;
+  amount_minor: number;
+  reversals: number;
+  reversed_amount_minor: number;
+  net_amount_minor: number;
+  quantity: number | null;
+  sale_amount_minor: number | null;
+  /** Pass the last row's as `after` for the next page. */
+  cursor: string;
+}
+
+/** One `campaign_funnel` row: what happened that day. */
+export interface FunnelRow {
+  day: string;
+  targets: number;
+  sent: number;
+  delivered: number;
+  read: number;
+  failed: number;
+  redeemed: number;
+  reversed: number;
+  resends: number;
+}
+
+/** One `list_redemptions` row. */
+export interface RedemptionRow {
+  id: number;
+  redeemed_at: string;
+  station_id: string;
+  station_code: string;
+  voucher_code: string;
+  campaign_id: string;
+  campaign_name: string;
+  amount_minor: number;
+  currency: string;
+  receipt_ref: string | null;
+  pump: string | null;
+  quantity: number | null;
+  sale_amount_minor: number | null;
+  redeemed_by: string | null;
+  client_redeemed_at: string | null;
+  reversed_at: string | null;
+  reversed_by: string | null;
+  reversal_reason: string | null;
+}
+
+/** One `list_audit_log` row. */
+export interface AuditRow {
+  id: number;
+  at: string;
+  actor_id: string | null;
+  actor_role: "admin" | "station_operator" | "service" | "user";
+  event: string;
+  table_name: string;
+  operation: "insert" | "update" | "delete" | "action";
+  row_key: Record<string, unknown>;
+  changes: Record<string, unknown>;
+  rpc: string | null;
+  transaction_id: number;
+}
+
+/** Back-office settings (`get_settings`, `update_settings`). */
+export interface Settings {
+  undo_window_seconds: number;
+  resend_cooldown_seconds: number;
+  max_resends_per_message: number;
+  updated_at: string;
+}
+
+/** A consent to record (`record_consent(s)`). */
+export interface NewConsent {
+  msisdn: string;
+  source: string;
+  text_shown: string;
+  /** When the customer gave it; pass it so that a retry is idempotent. */
+  consented_at?: string;
+}
+
+/** Paging of the list and report RPCs: `after` is the last row's key, `pageSize` 1–500 (default 200). */
+export interface Page<After = number> {
+  after?: After;
+  pageSize?: number;
+}
+
+function pageArgs<A>(p: Page<A>): Record<string, unknown> {
+  return {
+    ...(p.after !== undefined ? { after: p.after } : {}),
+    ...(p.pageSize !== undefined ? { page_size: p.pageSize } : {}),
+  };
+}
+
+/** Drops undefined values (an absent argument takes the RPC's default). */
+function defined(args: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(args).filter(([, v]) => v !== undefined));
+}
+
 // ---- Calls ----------------------------------------------------------------------------------
 
 /**
  * The API's RPCs as typed methods. Station: {@link previewVoucher},
- * {@link redeemVoucher}, {@link redeemVouchers}. Admin: issue, list, void,
- * campaign lifecycle and stats.
+ * {@link redeemVoucher}, {@link redeemVouchers}, {@link undoRedemption}. Admin:
+ * issue, list, void, campaign lifecycle and stats; staff and station
+ * lifecycle; support lookup and resend; consent; settlement and the other
+ * reports and lists (each also as CSV with {@link exportCsv}); the audit log.
  */
 export class VoucherApi {
   constructor(readonly supabase: SupabaseLike) {}
@@ -284,6 +521,42 @@ export class VoucherApi {
     return data as T;
   }
 
+  /**
+   * Calls a set-returning RPC with `Accept: text/csv` and resolves with the CSV
+   * text (header row, one line per row, as PostgREST renders it).
+   *
+   * @example
+   * ```ts
+   * const csv = await api.exportCsv("station_settlement", { from_date: "2026-12-01", to_date: "2026-12-31" });
+   * ```
+   */
+  async exportCsv(
+    fn: string,
+    args: Record<string, unknown>,
+    opts: CallOptions = {},
+  ): Promise<string> {
+    const signals = [new AbortController().signal];
+    if (opts.signal) signals.push(opts.signal);
+    if (opts.timeoutMs !== undefined) signals.push(AbortSignal.timeout(opts.timeoutMs));
+    const signal = AbortSignal.any(signals);
+    const builder = this.supabase.schema("api").rpc(fn, args) as RpcBuilder;
+    let answer: Awaited<RpcBuilder>;
+    try {
+      answer = await builder.csv().abortSignal(signal);
+    } catch (cause) {
+      throw new NetworkError(`Exporting ${fn} failed: ${describe(cause)}`, { cause });
+    }
+    const { data, error, status } = answer;
+    if (error) {
+      if (status === 0) throw new NetworkError(`Exporting ${fn} got no answer`, { cause: error });
+      throw new ApiError(status, error, parseRetryAfter(retryAfterBySignal.get(signal)));
+    }
+    if (typeof data !== "string") {
+      throw new UnexpectedResponseError(`${fn} answered ${typeof data} for a CSV export`);
+    }
+    return data;
+  }
+
   /** `preview_voucher(code)`: look a voucher up before redeeming. */
   previewVoucher(code: string, opts?: CallOptions): Promise<VoucherView> {
     return this.call("preview_voucher", { code }, opts);
@@ -291,7 +564,12 @@ export class VoucherApi {
 
   /** `redeem_voucher`: redeem one voucher now, exactly once per idempotency key. */
   redeemVoucher(
-    args: { code: string; idempotencyKey: string; stationId?: string; clientRedeemedAt?: string },
+    args: {
+      code: string;
+      idempotencyKey: string;
+      stationId?: string;
+      clientRedeemedAt?: string;
+    } & RedemptionDetails,
     opts?: CallOptions,
   ): Promise<Redemption> {
     return this.call("redeem_voucher", {
@@ -299,7 +577,34 @@ export class VoucherApi {
       idempotency_key: args.idempotencyKey,
       ...(args.stationId ? { station_id: args.stationId } : {}),
       ...(args.clientRedeemedAt ? { client_redeemed_at: args.clientRedeemedAt } : {}),
+      ...detailArgs(args),
     }, opts);
+  }
+
+  /**
+   * `undo_redemption`: reverses a redemption, by its id or its voucher's code.
+   * The redeeming station's operator may, within the undo window (default 15
+   * minutes; `undo_window_expired` after); an admin at any time. Idempotent per key.
+   *
+   * @example
+   * ```ts
+   * await api.undoRedemption({ code, reason: "wrong voucher scanned", idempotencyKey: newIdempotencyKey() });
+   * ```
+   */
+  undoRedemption(
+    args: { redemptionId?: number; code?: string; reason: string; idempotencyKey: string },
+    opts?: CallOptions,
+  ): Promise<UndoneRedemption> {
+    return this.call(
+      "undo_redemption",
+      defined({
+        redemption_id: args.redemptionId,
+        code: args.code,
+        reason: args.reason,
+        idempotency_key: args.idempotencyKey,
+      }),
+      opts,
+    );
   }
 
   /**
@@ -349,7 +654,8 @@ export class VoucherApi {
       status?: VoucherRow["status"];
       batchId?: string;
       after?: number;
-      limit?: number;
+      /** 1–500 (the RPC's `page_size`). */
+      pageSize?: number;
     },
     opts?: CallOptions,
   ): Promise<VoucherPage> {
@@ -358,7 +664,7 @@ export class VoucherApi {
       ...(args.status ? { status: args.status } : {}),
       ...(args.batchId ? { batch_id: args.batchId } : {}),
       ...(args.after !== undefined ? { after: args.after } : {}),
-      ...(args.limit !== undefined ? { limit: args.limit } : {}),
+      ...(args.pageSize !== undefined ? { page_size: args.pageSize } : {}),
     }, opts);
   }
 
@@ -372,6 +678,228 @@ export class VoucherApi {
       reason: args.reason,
       idempotency_key: args.idempotencyKey,
     }, opts);
+  }
+
+  /** `deactivate_staff` (admin): refused from their very next request. */
+  deactivateStaff(userId: string, opts?: CallOptions): Promise<StaffMember> {
+    return this.call("deactivate_staff", { user_id: userId }, opts);
+  }
+
+  /** `reactivate_staff` (admin). */
+  reactivateStaff(userId: string, opts?: CallOptions): Promise<StaffMember> {
+    return this.call("reactivate_staff", { user_id: userId }, opts);
+  }
+
+  /** `deactivate_station` (admin): its operators cannot redeem there from the next request. */
+  deactivateStation(stationId: string, opts?: CallOptions): Promise<Station> {
+    return this.call("deactivate_station", { station_id: stationId }, opts);
+  }
+
+  /** `reactivate_station` (admin). */
+  reactivateStation(stationId: string, opts?: CallOptions): Promise<Station> {
+    return this.call("reactivate_station", { station_id: stationId }, opts);
+  }
+
+  /** `list_stations` (admin): by code; `after` is the last row's code. */
+  listStations(
+    args: { active?: boolean; region?: string } & Page<string> = {},
+    opts?: CallOptions,
+  ): Promise<StationRow[]> {
+    return this.call(
+      "list_stations",
+      defined({ active: args.active, region: args.region, ...pageArgs(args) }),
+      opts,
+    );
+  }
+
+  /** `list_staff` (admin): by user id; `after` is the last row's user_id. */
+  listStaff(
+    args: { role?: StaffMember["role"]; stationId?: string; active?: boolean } & Page<string> = {},
+    opts?: CallOptions,
+  ): Promise<StaffRow[]> {
+    return this.call(
+      "list_staff",
+      defined({
+        role: args.role,
+        station_id: args.stationId,
+        active: args.active,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `find_customer` (admin): a number's opt-out, consent, messages and vouchers. */
+  findCustomer(msisdn: string, page: Page = {}, opts?: CallOptions): Promise<Customer> {
+    return this.call("find_customer", { msisdn, ...pageArgs(page) }, opts);
+  }
+
+  /** `resend_message` (admin): the same voucher in a new message. */
+  resendMessage(
+    args: { messageId: number; idempotencyKey: string },
+    opts?: CallOptions,
+  ): Promise<Resend> {
+    return this.call("resend_message", {
+      message_id: args.messageId,
+      idempotency_key: args.idempotencyKey,
+    }, opts);
+  }
+
+  /** `record_consent` (admin): one opt-in; a newer one than the opt-out opts the number back in. */
+  recordConsent(
+    consent: NewConsent,
+    opts?: CallOptions,
+  ): Promise<{ msisdn: string; recorded: boolean; resubscribed: boolean; opted_out: boolean }> {
+    return this.call("record_consent", { ...consent }, opts);
+  }
+
+  /** `record_consents` (admin): up to 10,000 opt-ins in one call. */
+  recordConsents(
+    consents: NewConsent[],
+    opts?: CallOptions,
+  ): Promise<{
+    recorded: number;
+    duplicates: number;
+    resubscribed: number;
+    invalid: { index: number; value: unknown; reason: string }[];
+  }> {
+    return this.call("record_consents", { consents }, opts);
+  }
+
+  /** `station_settlement` (admin): per station, day and currency; `after` is the last row's `cursor`. */
+  stationSettlement(
+    args: {
+      fromDate: string;
+      toDate: string;
+      stationId?: string;
+      currency?: string;
+      timeZone?: string;
+    } & Page<string>,
+    opts?: CallOptions,
+  ): Promise<SettlementRow[]> {
+    return this.call(
+      "station_settlement",
+      defined({
+        from_date: args.fromDate,
+        to_date: args.toDate,
+        station_id: args.stationId,
+        currency: args.currency,
+        time_zone: args.timeZone,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `campaign_funnel` (admin): by day; `after` is the last row's day. */
+  campaignFunnel(
+    args: { campaignId: string; timeZone?: string } & Page<string>,
+    opts?: CallOptions,
+  ): Promise<FunnelRow[]> {
+    return this.call(
+      "campaign_funnel",
+      defined({
+        campaign_id: args.campaignId,
+        time_zone: args.timeZone,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `list_campaigns` (admin): newest first; `after` is the last row's id. */
+  listCampaigns(
+    args: { status?: Campaign["status"] } & Page<string> = {},
+    opts?: CallOptions,
+  ): Promise<Campaign[]> {
+    return this.call("list_campaigns", defined({ status: args.status, ...pageArgs(args) }), opts);
+  }
+
+  /** `list_redemptions` (admin): in time order over [since, until); `after` is the last row's id. */
+  listRedemptions(
+    args:
+      & { stationId?: string; since?: string; until?: string; status?: "active" | "reversed" }
+      & Page = {},
+    opts?: CallOptions,
+  ): Promise<RedemptionRow[]> {
+    return this.call(
+      "list_redemptions",
+      defined({
+        station_id: args.stationId,
+        since: args.since,
+        until: args.until,
+        status: args.status,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `list_messages` (admin): in id order, by campaign, status or number. */
+  listMessages(
+    args: { campaignId?: string; status?: string; msisdn?: string } & Page = {},
+    opts?: CallOptions,
+  ): Promise<Record<string, unknown>[]> {
+    return this.call(
+      "list_messages",
+      defined({
+        campaign_id: args.campaignId,
+        status: args.status,
+        msisdn: args.msisdn,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `list_audit_log` (admin): newest first; `rowKey` matches by containment. */
+  listAuditLog(
+    args: {
+      tableName?: string;
+      rowKey?: Record<string, unknown>;
+      actorId?: string;
+      since?: string;
+      until?: string;
+    } & Page = {},
+    opts?: CallOptions,
+  ): Promise<AuditRow[]> {
+    return this.call(
+      "list_audit_log",
+      defined({
+        table_name: args.tableName,
+        row_key: args.rowKey,
+        actor_id: args.actorId,
+        since: args.since,
+        until: args.until,
+        ...pageArgs(args),
+      }),
+      opts,
+    );
+  }
+
+  /** `get_settings` (admin). */
+  getSettings(opts?: CallOptions): Promise<Settings> {
+    return this.call("get_settings", {}, opts);
+  }
+
+  /** `update_settings` (admin): omitted fields keep their value. */
+  updateSettings(
+    args: {
+      undoWindowSeconds?: number;
+      resendCooldownSeconds?: number;
+      maxResendsPerMessage?: number;
+    },
+    opts?: CallOptions,
+  ): Promise<Settings> {
+    return this.call(
+      "update_settings",
+      defined({
+        undo_window_seconds: args.undoWindowSeconds,
+        resend_cooldown_seconds: args.resendCooldownSeconds,
+        max_resends_per_message: args.maxResendsPerMessage,
+      }),
+      opts,
+    );
   }
 
   /** `create_campaign` (admin). */

@@ -42,6 +42,28 @@ CREATE TYPE app.actor AS (
 );
 
 --
+-- Name: campaign_list_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.campaign_list_row AS (
+	id uuid,
+	name text,
+	status text,
+	amount_minor bigint,
+	currency text,
+	starts_at timestamp with time zone,
+	expires_at timestamp with time zone,
+	channel_id uuid,
+	template_name text,
+	requires_consent boolean,
+	created_at timestamp with time zone,
+	scheduled_for timestamp with time zone,
+	dispatch_started_at timestamp with time zone,
+	completed_at timestamp with time zone,
+	cancelled_at timestamp with time zone
+);
+
+--
 -- Name: claimed_message; Type: TYPE; Schema: app; Owner: -
 --
 
@@ -124,6 +146,120 @@ CREATE DOMAIN app.e164 AS text
 --
 
 COMMENT ON DOMAIN app.e164 IS 'An E.164 phone number (app.is_e164). Checked on assignment only.';
+
+--
+-- Name: funnel_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.funnel_row AS (
+	day date,
+	targets bigint,
+	sent bigint,
+	delivered bigint,
+	read bigint,
+	failed bigint,
+	redeemed bigint,
+	reversed bigint,
+	resends bigint
+);
+
+--
+-- Name: message_list_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.message_list_row AS (
+	id bigint,
+	campaign_id uuid,
+	channel_id uuid,
+	to_msisdn text,
+	status text,
+	attempts integer,
+	resend_of bigint,
+	resend_no smallint,
+	voucher_code text,
+	created_at timestamp with time zone,
+	sent_at timestamp with time zone,
+	delivered_at timestamp with time zone,
+	read_at timestamp with time zone,
+	failed_at timestamp with time zone,
+	cancelled_at timestamp with time zone,
+	last_error_code text,
+	last_error_message text,
+	wamid text
+);
+
+--
+-- Name: redemption_list_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.redemption_list_row AS (
+	id bigint,
+	redeemed_at timestamp with time zone,
+	station_id uuid,
+	station_code text,
+	voucher_code text,
+	campaign_id uuid,
+	campaign_name text,
+	amount_minor bigint,
+	currency text,
+	receipt_ref text,
+	pump text,
+	quantity numeric,
+	sale_amount_minor bigint,
+	redeemed_by uuid,
+	client_redeemed_at timestamp with time zone,
+	reversed_at timestamp with time zone,
+	reversed_by uuid,
+	reversal_reason text
+);
+
+--
+-- Name: settlement_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.settlement_row AS (
+	day date,
+	station_id uuid,
+	station_code text,
+	station_name text,
+	currency text,
+	redemptions bigint,
+	amount_minor bigint,
+	reversals bigint,
+	reversed_amount_minor bigint,
+	net_amount_minor bigint,
+	quantity numeric,
+	sale_amount_minor bigint,
+	cursor text
+);
+
+--
+-- Name: staff_list_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.staff_list_row AS (
+	user_id uuid,
+	email text,
+	role text,
+	station_id uuid,
+	station_code text,
+	active boolean,
+	created_at timestamp with time zone
+);
+
+--
+-- Name: station_list_row; Type: TYPE; Schema: app; Owner: -
+--
+
+CREATE TYPE app.station_list_row AS (
+	id uuid,
+	code text,
+	name text,
+	region text,
+	active boolean,
+	created_at timestamp with time zone,
+	operators bigint
+);
 
 --
 -- Name: is_voucher_code(text); Type: FUNCTION; Schema: app; Owner: -
@@ -210,13 +346,15 @@ begin
     cross join lateral (select case when cardinality(needed) > 0
                                     then app.target_attribute_problem(it.attributes, needed) end as problem) p
   ), valid as (
-    select cl.*, exists (select from app.opt_outs o where o.msisdn = cl.msisdn) as opted_out
+    select cl.*, exists (select from app.opt_outs o where o.msisdn = cl.msisdn) as opted_out,
+           campaign.requires_consent
+             and not exists (select from app.consents k where k.msisdn = cl.msisdn) as no_consent
     from classified cl
     where cl.reason is null
   ), firsts as (
     select distinct on (v.msisdn) v.idx, v.msisdn, v.attributes
     from valid v
-    where not v.opted_out
+    where not v.opted_out and not v.no_consent
     order by v.msisdn, v.idx
   ), inserted as (
     insert into app.campaign_targets (campaign_id, msisdn, attributes)
@@ -226,8 +364,12 @@ begin
   )
   select jsonb_build_object(
     'inserted', (select count(*) from inserted),
-    'duplicates', (select count(*) from valid v where not v.opted_out) - (select count(*) from inserted),
+    'duplicates', (select count(*) from valid v where not v.opted_out and not v.no_consent)
+                  - (select count(*) from inserted),
     'opted_out', (select count(*) from valid v where v.opted_out),
+    'refused', (select coalesce(jsonb_agg(jsonb_build_object('index', v.idx, 'value', v.e, 'reason', 'no_consent')
+                                          order by v.idx), '[]'::jsonb)
+                from valid v where not v.opted_out and v.no_consent),
     'invalid', (select coalesce(jsonb_agg(jsonb_build_object('index', cl.idx, 'value', cl.e, 'reason', cl.reason)
                                           || case when cl.reason in ('missing_attribute', 'invalid_attribute')
                                                   then jsonb_build_object('attribute', cl.problem ->> 'attribute')
@@ -238,6 +380,75 @@ begin
   return result;
 end;
 $$;
+
+--
+-- Name: campaign_funnel(uuid, text, date, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.campaign_funnel(campaign_id uuid, time_zone text DEFAULT 'UTC'::text, after date DEFAULT NULL::date, page_size integer DEFAULT 200) RETURNS SETOF app.funnel_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+declare
+  tz text;
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  tz := app.check_time_zone(coalesce(time_zone, 'UTC'));
+  if not exists (select from app.campaigns c where c.id = campaign_funnel.campaign_id) then
+    perform app.raise_error('campaign_not_found',
+      format('Campaign "%s" does not exist.', campaign_funnel.campaign_id), 404);
+  end if;
+
+  return query
+  select e.day,
+         count(*) filter (where e.kind = 'target'),
+         count(*) filter (where e.kind = 'sent'),
+         count(*) filter (where e.kind = 'delivered'),
+         count(*) filter (where e.kind = 'read'),
+         count(*) filter (where e.kind = 'failed'),
+         count(*) filter (where e.kind = 'redeemed'),
+         count(*) filter (where e.kind = 'reversed'),
+         count(*) filter (where e.kind = 'resend')
+  from (
+    -- Targets and their messages: campaign_targets_campaign_id_id_idx, then messages by primary key.
+    select (x.at at time zone tz)::date as day, x.kind
+    from app.campaign_targets t
+    left join app.messages m on m.id = t.id
+    cross join lateral (values
+      (t.created_at, case when t.resend_no = 0 then 'target' else 'resend' end),
+      (m.sent_at, 'sent'), (m.delivered_at, 'delivered'), (m.read_at, 'read'), (m.failed_at, 'failed')
+    ) x(at, kind)
+    where t.campaign_id = campaign_funnel.campaign_id and x.at is not null
+    union all
+    -- Its vouchers' active redemptions: vouchers_campaign_id_id_idx, then each
+    -- voucher's through redemptions_voucher_active_key.
+    select (r.redeemed_at at time zone tz)::date, 'redeemed'
+    from app.vouchers v
+    join app.redemptions r on r.voucher_id = v.id and r.reversed_at is null
+    where v.campaign_id = campaign_funnel.campaign_id
+    union all
+    -- Its undone redemptions, among the few of redemptions_reversed_at_idx: each
+    -- counts as redeemed on its day and reversed on its reversal's.
+    select (x.at at time zone tz)::date, x.kind
+    from app.redemptions r
+    join app.vouchers v on v.id = r.voucher_id
+    cross join lateral (values (r.redeemed_at, 'redeemed'), (r.reversed_at, 'reversed')) x(at, kind)
+    where r.reversed_at is not null and v.campaign_id = campaign_funnel.campaign_id
+  ) e
+  where after is null or e.day > after
+  group by e.day
+  order by e.day
+  limit page_size;
+end;
+$$;
+
+--
+-- Name: FUNCTION campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer) IS 'Per day: targets → sent → delivered → read (failed) → redeemed (reversed), and resends; keyset by day; CSV with Accept: text/csv.';
 
 --
 -- Name: campaign_stats(uuid); Type: FUNCTION; Schema: api; Owner: -
@@ -379,10 +590,10 @@ $$;
 COMMENT ON FUNCTION api.claim_messages(channel_id uuid, max integer, lease_seconds integer, worker text) IS 'Leases up to max due messages (service_role), one row each: never more than the channel token bucket allows; skips paused channels/campaigns, opted-out numbers and recipients messaged < min_recipient_interval_seconds ago.';
 
 --
--- Name: create_campaign(text, bigint, text, timestamp with time zone, timestamp with time zone, uuid[], uuid, text, text, jsonb); Type: FUNCTION; Schema: api; Owner: -
+-- Name: create_campaign(text, bigint, text, timestamp with time zone, timestamp with time zone, uuid[], uuid, text, text, jsonb, boolean); Type: FUNCTION; Schema: api; Owner: -
 --
 
-CREATE FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone DEFAULT now(), expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, station_ids uuid[] DEFAULT NULL::uuid[], channel_id uuid DEFAULT NULL::uuid, template_name text DEFAULT NULL::text, template_language text DEFAULT 'en'::text, template_params jsonb DEFAULT NULL::jsonb) RETURNS jsonb
+CREATE FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone DEFAULT now(), expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, station_ids uuid[] DEFAULT NULL::uuid[], channel_id uuid DEFAULT NULL::uuid, template_name text DEFAULT NULL::text, template_language text DEFAULT 'en'::text, template_params jsonb DEFAULT NULL::jsonb, requires_consent boolean DEFAULT false) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -456,10 +667,10 @@ begin
   end if;
 
   insert into app.campaigns (name, amount_minor, currency, starts_at, expires_at, station_ids, created_by,
-                             channel_id, template_name, template_language, template_params)
+                             channel_id, template_name, template_language, template_params, requires_consent)
   values (trim(name), amount_minor, upper(currency), coalesce(starts_at, now()), expires_at,
           coalesce((select array_agg(distinct s) from unnest(station_ids) s), '{}'), actor.user_id,
-          channel_id, template_name, template_language, params)
+          channel_id, template_name, template_language, params, coalesce(requires_consent, false))
   returning * into campaign;
   return app.campaign_view(campaign);
 end;
@@ -588,6 +799,132 @@ end;
 $$;
 
 --
+-- Name: deactivate_staff(uuid); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.deactivate_staff(user_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'service']);
+begin
+  return app.set_staff_active(actor, user_id, false);
+end;
+$$;
+
+--
+-- Name: deactivate_station(uuid); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.deactivate_station(station_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  return app.set_station_active(station_id, false);
+end;
+$$;
+
+--
+-- Name: find_customer(text, bigint, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.find_customer(msisdn text, after bigint DEFAULT NULL::bigint, page_size integer DEFAULT 200) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  normalized text := app.normalize_msisdn(msisdn);
+  messages jsonb;
+  last_id bigint;
+  n integer;
+begin
+  perform app.authorize(array['admin', 'service']);
+  if normalized is null or not app.is_e164(normalized) then
+    perform app.raise_error('invalid_msisdn',
+      format('"%s" is not an E.164 phone number such as +254700000001.', msisdn), 400);
+  end if;
+  perform app.check_page_size(page_size);
+
+  -- The number's targets (campaign_targets_msisdn_idx), newest first; a
+  -- resend's voucher is its original message's.
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'message_id', p.id,
+           'campaign_id', p.campaign_id,
+           'campaign_name', c.name,
+           'campaign_status', c.status,
+           'status', p.status,
+           'resend_of', p.resend_of,
+           'resend_no', p.resend_no,
+           'created_at', p.created_at,
+           'sent_at', p.sent_at,
+           'delivered_at', p.delivered_at,
+           'read_at', p.read_at,
+           'failed_at', p.failed_at,
+           'cancelled_at', p.cancelled_at,
+           'last_error_code', p.last_error_code,
+           'last_error_message', p.last_error_message,
+           'voucher', case when v.id is not null then jsonb_build_object(
+             'code', app.format_code(v.code),
+             'status', case when v.status = 'issued' and v.expires_at <= now() then 'expired' else v.status end,
+             'amount_minor', v.amount_minor,
+             'currency', v.currency,
+             'expires_at', v.expires_at,
+             'redeemed_at', v.redeemed_at,
+             'redeemed_station_code', (select s.code from app.stations s where s.id = v.redeemed_station_id))
+           end)
+           order by p.id desc), '[]'::jsonb),
+         min(p.id), count(*)
+    into messages, last_id, n
+  from (
+    select m.id, m.campaign_id, m.status, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.failed_at,
+           m.cancelled_at, m.last_error_code, m.last_error_message, t.resend_of, t.resend_no,
+           coalesce(m.voucher_id, (select r.voucher_id from app.messages r where r.id = t.resend_of)) as voucher_id
+    from app.campaign_targets t
+    join app.messages m on m.id = t.id
+    where t.msisdn = normalized and (find_customer.after is null or t.id < find_customer.after)
+    order by t.id desc
+    limit page_size
+  ) p
+  join app.campaigns c on c.id = p.campaign_id
+  left join app.vouchers v on v.id = p.voucher_id;
+
+  return jsonb_build_object(
+    'msisdn', normalized,
+    'opted_out', (select jsonb_build_object('at', o.created_at, 'source', o.source)
+                  from app.opt_outs o where o.msisdn = normalized),
+    'consent', (select jsonb_build_object('consented_at', k.consented_at, 'source', k.source,
+                                          'text_shown', k.text_shown)
+                from app.consents k where k.msisdn = normalized
+                order by k.consented_at desc, k.id desc limit 1),
+    'messages', messages,
+    'next_cursor', case when n = page_size then last_id end);
+end;
+$$;
+
+--
+-- Name: FUNCTION find_customer(msisdn text, after bigint, page_size integer); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.find_customer(msisdn text, after bigint, page_size integer) IS 'Support: a number''s opt-out, latest consent and messages (newest first, resends included) with their vouchers.';
+
+--
+-- Name: get_settings(); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.get_settings() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  return app.settings_view();
+end;
+$$;
+
+--
 -- Name: issue_vouchers(uuid, integer, text, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: -
 --
 
@@ -598,6 +935,7 @@ CREATE FUNCTION api.issue_vouchers(campaign_id uuid, count integer, idempotency_
 declare
   actor app.actor := app.authorize(array['admin', 'service']);
   stored jsonb;
+  issued jsonb;
 begin
   if count is null or count not between 1 and 5000 then
     perform app.raise_error('invalid_count',
@@ -608,8 +946,122 @@ begin
   if stored is not null then
     return stored;
   end if;
-  return app.idempotency_save('issue_vouchers', idempotency_key,
-    app.issue_batch(campaign_id, count, expires_at, actor.user_id));
+  issued := app.issue_batch(campaign_id, count, expires_at, actor.user_id);
+  perform app.audit('vouchers.issue', 'voucher_batches', 'action',
+    jsonb_build_object('id', issued -> 'batch_id'),
+    issued || jsonb_build_object('requested_expires_at', expires_at));
+  return app.idempotency_save('issue_vouchers', idempotency_key, issued);
+end;
+$$;
+
+--
+-- Name: audit_log; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor_id uuid,
+    actor_role text NOT NULL,
+    event text NOT NULL,
+    table_name text NOT NULL,
+    operation text NOT NULL,
+    row_key jsonb NOT NULL,
+    changes jsonb NOT NULL,
+    rpc text,
+    transaction_id bigint DEFAULT txid_current() NOT NULL,
+    CONSTRAINT audit_log_actor_role_check CHECK ((actor_role = ANY (ARRAY['admin'::text, 'station_operator'::text, 'service'::text, 'user'::text]))),
+    CONSTRAINT audit_log_changes_check CHECK ((jsonb_typeof(changes) = 'object'::text)),
+    CONSTRAINT audit_log_event_check CHECK (((length(event) >= 1) AND (length(event) <= 100))),
+    CONSTRAINT audit_log_operation_check CHECK ((operation = ANY (ARRAY['insert'::text, 'update'::text, 'delete'::text, 'action'::text]))),
+    CONSTRAINT audit_log_row_key_check CHECK ((jsonb_typeof(row_key) = 'object'::text)),
+    CONSTRAINT audit_log_rpc_check CHECK ((length(rpc) <= 200)),
+    CONSTRAINT audit_log_table_name_check CHECK (((length(table_name) >= 1) AND (length(table_name) <= 63)))
+);
+
+--
+-- Name: TABLE audit_log; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.audit_log IS 'Append-only record of admin state changes (who, when, table, key, old/new values); written by triggers; read with api.list_audit_log.';
+
+--
+-- Name: COLUMN audit_log.changes; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.audit_log.changes IS 'insert/delete/action: the values; update: {column: {"old": …, "new": …}} for each changed column.';
+
+--
+-- Name: list_audit_log(text, jsonb, uuid, timestamp with time zone, timestamp with time zone, bigint, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_audit_log(table_name text DEFAULT NULL::text, row_key jsonb DEFAULT NULL::jsonb, actor_id uuid DEFAULT NULL::uuid, since timestamp with time zone DEFAULT NULL::timestamp with time zone, until timestamp with time zone DEFAULT NULL::timestamp with time zone, after bigint DEFAULT NULL::bigint, page_size integer DEFAULT 200) RETURNS SETOF app.audit_log
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if row_key is not null and jsonb_typeof(row_key) <> 'object' then
+    perform app.raise_error('invalid_filter', 'row_key must be a JSON object such as {"id": 42}.', 400,
+      jsonb_build_object('field', 'row_key'));
+  end if;
+  return query
+  select a.*
+  from app.audit_log a
+  where (list_audit_log.table_name is null or a.table_name = list_audit_log.table_name)
+    and (list_audit_log.row_key is null or a.row_key @> list_audit_log.row_key)
+    and (list_audit_log.actor_id is null or a.actor_id = list_audit_log.actor_id)
+    and (since is null or a.at >= since)
+    and (until is null or a.at < until)
+    and (after is null or a.id < after)
+  order by a.id desc
+  limit page_size;
+end;
+$$;
+
+--
+-- Name: FUNCTION list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer) IS 'Admin: audit rows newest first, filtered by table, row key (containment), actor and time; keyset pages (after = last id).';
+
+--
+-- Name: list_campaigns(text, uuid, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_campaigns(status text DEFAULT NULL::text, after uuid DEFAULT NULL::uuid, page_size integer DEFAULT 200) RETURNS SETOF app.campaign_list_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+declare
+  after_created timestamptz;
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if list_campaigns.status is not null
+    and not exists (select from app.campaign_transitions t
+                    where list_campaigns.status in (t.from_status, t.to_status)) then
+    perform app.raise_error('invalid_status',
+      format('status must be a campaign status (draft, scheduled, dispatching, completed, paused, cancelled), got "%s".',
+             list_campaigns.status), 400);
+  end if;
+  if after is not null then
+    select c.created_at into after_created from app.campaigns c where c.id = after;
+    if not found then
+      perform app.raise_error('invalid_cursor', format('Campaign "%s" does not exist.', after), 400);
+    end if;
+  end if;
+  return query
+  select c.id, c.name, c.status, c.amount_minor, c.currency::text, c.starts_at, c.expires_at, c.channel_id,
+         c.template_name, c.requires_consent, c.created_at, c.scheduled_for, c.dispatch_started_at,
+         c.completed_at, c.cancelled_at
+  from app.campaigns c
+  where (list_campaigns.status is null or c.status = list_campaigns.status)
+    and (after is null or (c.created_at, c.id) < (after_created, after))
+  order by c.created_at desc, c.id desc
+  limit page_size;
 end;
 $$;
 
@@ -629,6 +1081,96 @@ end;
 $$;
 
 --
+-- Name: consents; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.consents (
+    id bigint NOT NULL,
+    msisdn app.e164 NOT NULL,
+    source text NOT NULL,
+    consented_at timestamp with time zone NOT NULL,
+    text_shown text NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    recorded_by uuid,
+    CONSTRAINT consents_source_check CHECK (((length(source) >= 1) AND (length(source) <= 100))),
+    CONSTRAINT consents_text_shown_check CHECK (((length(text_shown) >= 1) AND (length(text_shown) <= 2000)))
+);
+
+--
+-- Name: TABLE consents; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.consents IS 'Recorded opt-ins per number: source, time, the text shown. A consent newer than the number''s opt-out removes it.';
+
+--
+-- Name: list_consents(text, text, bigint, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_consents(msisdn text DEFAULT NULL::text, source text DEFAULT NULL::text, after bigint DEFAULT NULL::bigint, page_size integer DEFAULT 200) RETURNS SETOF app.consents
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  normalized text := app.normalize_msisdn(msisdn);
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if msisdn is not null and not app.is_e164(normalized) then
+    perform app.raise_error('invalid_msisdn',
+      format('"%s" is not an E.164 phone number such as +254700000001.', msisdn), 400);
+  end if;
+  return query
+  select c.* from app.consents c
+  where (list_consents.msisdn is null or c.msisdn = normalized)
+    and (list_consents.source is null or c.source = list_consents.source)
+    and (after is null or c.id < after)
+  order by c.id desc
+  limit page_size;
+end;
+$$;
+
+--
+-- Name: list_messages(uuid, text, text, bigint, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_messages(campaign_id uuid DEFAULT NULL::uuid, status text DEFAULT NULL::text, msisdn text DEFAULT NULL::text, after bigint DEFAULT NULL::bigint, page_size integer DEFAULT 200) RETURNS SETOF app.message_list_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+declare
+  normalized text := app.normalize_msisdn(msisdn);
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if list_messages.status is not null and list_messages.status not in
+    ('queued', 'held', 'leased', 'sent', 'delivered', 'read', 'failed', 'dead', 'unknown', 'cancelled') then
+    perform app.raise_error('invalid_status',
+      format('status must be a message status (queued, held, leased, sent, delivered, read, failed, dead, unknown, cancelled), got "%s".',
+             list_messages.status), 400);
+  end if;
+  if msisdn is not null and not app.is_e164(normalized) then
+    perform app.raise_error('invalid_msisdn',
+      format('"%s" is not an E.164 phone number such as +254700000001.', msisdn), 400);
+  end if;
+  return query
+  select m.id, m.campaign_id, m.channel_id, m.to_msisdn::text, m.status, m.attempts, t.resend_of, t.resend_no,
+         (select app.format_code(v.code) from app.vouchers v
+          where v.id = coalesce(m.voucher_id, (select r.voucher_id from app.messages r where r.id = t.resend_of))),
+         m.created_at, m.sent_at, m.delivered_at, m.read_at, m.failed_at, m.cancelled_at, m.last_error_code,
+         m.last_error_message, m.wamid
+  from app.campaign_targets t
+  join app.messages m on m.id = t.id
+  where (list_messages.campaign_id is null or t.campaign_id = list_messages.campaign_id)
+    and (list_messages.msisdn is null or t.msisdn = normalized)
+    and (list_messages.status is null or m.status = list_messages.status)
+    and (after is null or t.id > after)
+  order by t.id
+  limit page_size;
+end;
+$$;
+
+--
 -- Name: list_portfolios(); Type: FUNCTION; Schema: api; Owner: -
 --
 
@@ -643,6 +1185,101 @@ begin
                                                                        where c.portfolio_id = p.id))
                                     order by p.name, p.id), '[]'::jsonb)
           from app.portfolios p);
+end;
+$$;
+
+--
+-- Name: list_redemptions(uuid, timestamp with time zone, timestamp with time zone, text, bigint, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_redemptions(station_id uuid DEFAULT NULL::uuid, since timestamp with time zone DEFAULT NULL::timestamp with time zone, until timestamp with time zone DEFAULT NULL::timestamp with time zone, status text DEFAULT NULL::text, after bigint DEFAULT NULL::bigint, page_size integer DEFAULT 200) RETURNS SETOF app.redemption_list_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+declare
+  after_at timestamptz;
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if list_redemptions.status is not null and list_redemptions.status not in ('active', 'reversed') then
+    perform app.raise_error('invalid_status',
+      format('status must be active or reversed, got "%s".', list_redemptions.status), 400);
+  end if;
+  if after is not null then
+    select r.redeemed_at into after_at from app.redemptions r where r.id = after;
+    if not found then
+      perform app.raise_error('invalid_cursor', format('Redemption %s does not exist.', after), 400);
+    end if;
+  end if;
+  return query
+  select r.id, r.redeemed_at, r.station_id, s.code, app.format_code(v.code), v.campaign_id, c.name,
+         r.amount_minor, r.currency::text, r.receipt_ref, r.pump, r.quantity, r.sale_amount_minor, r.redeemed_by,
+         r.client_redeemed_at, r.reversed_at, r.reversed_by, r.reversal_reason
+  from app.redemptions r
+  join app.stations s on s.id = r.station_id
+  join app.vouchers v on v.id = r.voucher_id
+  join app.campaigns c on c.id = v.campaign_id
+  where (list_redemptions.station_id is null or r.station_id = list_redemptions.station_id)
+    and (since is null or r.redeemed_at >= since)
+    and (until is null or r.redeemed_at < until)
+    and (list_redemptions.status is null
+         or (list_redemptions.status = 'active') = (r.reversed_at is null))
+    and (after is null or (r.redeemed_at, r.id) > (after_at, after))
+  order by r.redeemed_at, r.id
+  limit page_size;
+end;
+$$;
+
+--
+-- Name: list_staff(text, uuid, boolean, uuid, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_staff(role text DEFAULT NULL::text, station_id uuid DEFAULT NULL::uuid, active boolean DEFAULT NULL::boolean, after uuid DEFAULT NULL::uuid, page_size integer DEFAULT 200) RETURNS SETOF app.staff_list_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  if list_staff.role is not null and list_staff.role not in ('admin', 'station_operator') then
+    perform app.raise_error('invalid_staff_role',
+      format('role must be "admin" or "station_operator", got "%s".', list_staff.role), 400);
+  end if;
+  return query
+  select st.user_id, u.email::text, st.role, st.station_id, s.code, st.active, st.created_at
+  from app.staff st
+  join auth.users u on u.id = st.user_id
+  left join app.stations s on s.id = st.station_id
+  where (list_staff.role is null or st.role = list_staff.role)
+    and (list_staff.station_id is null or st.station_id = list_staff.station_id)
+    and (list_staff.active is null or st.active = list_staff.active)
+    and (list_staff.after is null or st.user_id > list_staff.after)
+  order by st.user_id
+  limit page_size;
+end;
+$$;
+
+--
+-- Name: list_stations(boolean, text, text, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.list_stations(active boolean DEFAULT NULL::boolean, region text DEFAULT NULL::text, after text DEFAULT NULL::text, page_size integer DEFAULT 200) RETURNS SETOF app.station_list_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  return query
+  select s.id, s.code, s.name, s.region, s.active, s.created_at,
+         (select count(*) from app.staff st where st.station_id = s.id and st.active)
+  from app.stations s
+  where (list_stations.active is null or s.active = list_stations.active)
+    and (list_stations.region is null or s.region = list_stations.region)
+    and (list_stations.after is null or s.code > list_stations.after)
+  order by s.code
+  limit page_size;
 end;
 $$;
 
@@ -738,6 +1375,7 @@ begin
     select c.station_ids into campaign_stations from app.campaigns c where c.id = voucher.campaign_id;
     view := view || jsonb_build_object('redeemable_here',
       view ->> 'status' = 'issued'
+      and view ->> 'campaign_status' <> 'cancelled'
       and (cardinality(campaign_stations) = 0 or actor.station_id = any (campaign_stations)));
   end if;
   return view;
@@ -798,6 +1436,86 @@ begin
       ) q
     )
   );
+end;
+$$;
+
+--
+-- Name: reactivate_staff(uuid); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.reactivate_staff(user_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'service']);
+begin
+  return app.set_staff_active(actor, user_id, true);
+end;
+$$;
+
+--
+-- Name: reactivate_station(uuid); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.reactivate_station(station_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  return app.set_station_active(station_id, true);
+end;
+$$;
+
+--
+-- Name: record_consent(text, text, text, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.record_consent(msisdn text, source text, text_shown text, consented_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'service']);
+  result jsonb;
+  normalized text := app.normalize_msisdn(msisdn);
+begin
+  result := app.record_consents(jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+    'msisdn', msisdn, 'source', source, 'text_shown', text_shown, 'consented_at', consented_at))), actor.user_id);
+  if jsonb_array_length(result -> 'invalid') > 0 then
+    perform app.raise_error('invalid_consent',
+      format('The consent is invalid: %s.', result #>> '{invalid,0,reason}'), 400,
+      jsonb_build_object('reason', result #>> '{invalid,0,reason}'));
+  end if;
+  return jsonb_build_object(
+    'msisdn', normalized,
+    'recorded', (result ->> 'recorded')::integer = 1,
+    'resubscribed', (result ->> 'resubscribed')::integer = 1,
+    'opted_out', exists (select from app.opt_outs o where o.msisdn = normalized));
+end;
+$$;
+
+--
+-- Name: record_consents(jsonb); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.record_consents(consents jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'service']);
+begin
+  if jsonb_typeof(consents) is distinct from 'array' then
+    perform app.raise_error('invalid_consents', 'consents must be a JSON array of consent objects.', 400);
+  end if;
+  if jsonb_array_length(consents) > 10000 then
+    perform app.raise_error('invalid_consents',
+      format('At most 10000 consents per call, got %s.', jsonb_array_length(consents)), 400,
+      jsonb_build_object('max', 10000, 'count', jsonb_array_length(consents)));
+  end if;
+  return app.record_consents(consents, actor.user_id);
 end;
 $$;
 
@@ -992,10 +1710,10 @@ end;
 $$;
 
 --
--- Name: redeem_voucher(text, text, uuid, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: -
+-- Name: redeem_voucher(text, text, uuid, timestamp with time zone, text, text, numeric, bigint); Type: FUNCTION; Schema: api; Owner: -
 --
 
-CREATE FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid DEFAULT NULL::uuid, client_redeemed_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS jsonb
+CREATE FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid DEFAULT NULL::uuid, client_redeemed_at timestamp with time zone DEFAULT NULL::timestamp with time zone, receipt_ref text DEFAULT NULL::text, pump text DEFAULT NULL::text, quantity numeric DEFAULT NULL::numeric, sale_amount_minor bigint DEFAULT NULL::bigint) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1008,7 +1726,7 @@ begin
     perform app.raise_result_error(station);
   end if;
   result := app.redeem_one(actor, (station ->> 'station_id')::uuid, code, idempotency_key,
-                           client_redeemed_at);
+                           client_redeemed_at, receipt_ref, pump, quantity, sale_amount_minor);
   if not (result ->> 'ok')::boolean then
     perform app.raise_result_error(result);
   end if;
@@ -1023,7 +1741,7 @@ $$;
 CREATE FUNCTION api.redeem_vouchers(items jsonb, station_id uuid DEFAULT NULL::uuid) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
 declare
   actor app.actor := app.authorize(array['station_operator', 'admin', 'service']);
   station jsonb := app.redeem_station(actor, station_id);
@@ -1031,6 +1749,7 @@ declare
   result jsonb;
   results jsonb := '[]'::jsonb;
   ok_count integer := 0;
+  bad_field text;
 begin
   if jsonb_typeof(items) is distinct from 'array' or jsonb_array_length(items) not between 1 and 500 then
     perform app.raise_error('invalid_items', 'items must be an array of 1 to 500 redemptions.', 400);
@@ -1047,6 +1766,19 @@ begin
     from jsonb_array_elements(items) with ordinality e
     order by app.normalize_code(e.value ->> 'code'), e.ordinality
   loop
+    bad_field := null;
+    if jsonb_typeof(item.value) = 'object' then
+      bad_field := case
+        when coalesce(jsonb_typeof(item.value -> 'receipt_ref'), 'null') not in ('string', 'null') then 'receipt_ref'
+        when coalesce(jsonb_typeof(item.value -> 'pump'), 'null') not in ('string', 'null') then 'pump'
+        when coalesce(jsonb_typeof(item.value -> 'quantity'), 'null') not in ('number', 'null') then 'quantity'
+        when coalesce(jsonb_typeof(item.value -> 'sale_amount_minor'), 'null') not in ('number', 'null')
+          or (jsonb_typeof(item.value -> 'sale_amount_minor') = 'number'
+              and (item.value ->> 'sale_amount_minor') !~ '^[0-9]{1,13}$') then 'sale_amount_minor'
+        when jsonb_typeof(item.value -> 'quantity') = 'number'
+          and (item.value ->> 'quantity') !~ '^[0-9]{1,9}(\.[0-9]+)?$' then 'quantity'
+      end;
+    end if;
     if jsonb_typeof(item.value) <> 'object' or jsonb_typeof(item.value -> 'code') <> 'string' then
       result := app.error_result('invalid_item', 'Each item needs a string "code".', 400);
     elsif item.value ? 'client_redeemed_at'
@@ -1054,10 +1786,17 @@ begin
       and app.try_timestamptz(item.value ->> 'client_redeemed_at') is null then
       result := app.error_result('invalid_item',
         format('client_redeemed_at "%s" is not a timestamp.', item.value ->> 'client_redeemed_at'), 400);
+    elsif bad_field is not null then
+      result := app.error_result('invalid_redemption_details',
+        format('%s has the wrong type or is out of bounds.', bad_field), 400,
+        jsonb_build_object('field', bad_field));
     else
       result := app.redeem_one(actor, (station ->> 'station_id')::uuid, item.value ->> 'code',
                                item.value ->> 'idempotency_key',
-                               app.try_timestamptz(item.value ->> 'client_redeemed_at'));
+                               app.try_timestamptz(item.value ->> 'client_redeemed_at'),
+                               item.value ->> 'receipt_ref', item.value ->> 'pump',
+                               (item.value ->> 'quantity')::numeric,
+                               (item.value ->> 'sale_amount_minor')::bigint);
     end if;
     if (result ->> 'ok')::boolean then
       ok_count := ok_count + 1;
@@ -1070,7 +1809,7 @@ begin
     'redeemed', ok_count,
     'failed', jsonb_array_length(items) - ok_count);
 end;
-$$;
+$_$;
 
 --
 -- Name: report_message_results(jsonb, text); Type: FUNCTION; Schema: api; Owner: -
@@ -1288,6 +2027,138 @@ end;
 $_$;
 
 --
+-- Name: resend_message(bigint, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.resend_message(message_id bigint, idempotency_key text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'service']);
+  stored jsonb;
+  named app.campaign_targets;
+  original app.campaign_targets;
+  root app.messages;
+  campaign app.campaigns;
+  voucher_status text;
+  settings app.settings;
+  spacing integer;
+  pending bigint;
+  resends integer;
+  last_created timestamptz;
+  last_attempt timestamptz;
+  wait_until timestamptz;
+  new_id bigint;
+  new_status text;
+  result jsonb;
+begin
+  stored := app.idempotency_claim('resend_message', idempotency_key,
+    jsonb_build_object('message_id', message_id, 'actor', actor.user_id));
+  if stored is not null then
+    return stored;
+  end if;
+
+  select t.* into named from app.campaign_targets t
+  where t.id = resend_message.message_id and exists (select from app.messages m where m.id = t.id);
+  if not found then
+    perform app.raise_error('message_not_found', format('Message %s does not exist.', message_id), 404);
+  end if;
+  select * into original from app.campaign_targets t where t.id = coalesce(named.resend_of, named.id);
+  select * into root from app.messages m where m.id = original.id;
+
+  -- Serialises with the enqueue job, lifecycle moves and other resends of this campaign.
+  select * into campaign from app.campaigns c where c.id = original.campaign_id for update;
+  if campaign.status = 'cancelled' then
+    perform app.raise_error('campaign_cancelled',
+      format('Campaign "%s" was cancelled; its vouchers cannot be redeemed.', campaign.name), 410,
+      jsonb_build_object('campaign_id', campaign.id, 'cancelled_at', campaign.cancelled_at));
+  end if;
+  if root.voucher_id is null then
+    perform app.raise_error('message_not_resendable',
+      format('Message %s carries no voucher (its recipient had opted out when it was enqueued).', root.id),
+      409, jsonb_build_object('message_id', root.id, 'status', root.status));
+  end if;
+  select case when v.status = 'issued' and v.expires_at <= now() then 'expired' else v.status end
+    into voucher_status
+  from app.vouchers v where v.id = root.voucher_id;
+  if voucher_status <> 'issued' then
+    perform app.raise_error('voucher_not_issued',
+      format('The voucher of message %s is %s; only an issued voucher is resent.', root.id, voucher_status), 409,
+      jsonb_build_object('status', voucher_status));
+  end if;
+  if exists (select from app.opt_outs o where o.msisdn = original.msisdn) then
+    perform app.raise_error('recipient_opted_out',
+      format('%s has opted out of messages; record a new consent to opt them back in.', original.msisdn), 409);
+  end if;
+
+  -- Every message of this campaign to this number: the original and its resends.
+  select min(m.id) filter (where m.status in ('queued', 'held', 'leased')),
+         count(*) filter (where t.resend_no > 0),
+         max(m.created_at), max(m.last_attempt_at)
+    into pending, resends, last_created, last_attempt
+  from app.campaign_targets t join app.messages m on m.id = t.id
+  where t.campaign_id = campaign.id and t.msisdn = original.msisdn;
+  if pending is not null then
+    perform app.raise_error('message_pending',
+      format('Message %s to %s is still being sent; wait for its outcome.', pending, original.msisdn), 409,
+      jsonb_build_object('message_id', pending));
+  end if;
+  select * into settings from app.settings;
+  if resends >= settings.max_resends_per_message then
+    perform app.raise_error('resend_limit_reached',
+      format('Message %s was already resent %s times (the limit).', root.id, resends), 409,
+      jsonb_build_object('max', settings.max_resends_per_message));
+  end if;
+  select ch.min_recipient_interval_seconds into spacing from app.channels ch where ch.id = root.channel_id;
+  wait_until := greatest(last_created + make_interval(secs => settings.resend_cooldown_seconds),
+                         last_attempt + make_interval(secs => spacing));
+  if wait_until > now() then
+    perform app.raise_error('resend_too_soon',
+      format('Message %s can be resent from %s.', root.id, wait_until), 429,
+      jsonb_build_object('retry_after_seconds', ceil(extract(epoch from wait_until - now()))::integer));
+  end if;
+
+  insert into app.campaign_targets (campaign_id, msisdn, attributes, resend_of, resend_no)
+  values (campaign.id, original.msisdn, original.attributes, original.id, resends + 1)
+  returning id into new_id;
+  new_status := case when campaign.status = 'paused' then 'held' else 'queued' end;
+  insert into app.messages (id, campaign_id, channel_id, voucher_id, to_msisdn, template_name, template_language,
+                            body_parameters, status)
+  values (new_id, campaign.id, root.channel_id, null, root.to_msisdn, root.template_name, root.template_language,
+          root.body_parameters, new_status);
+
+  -- Claimable: a completed campaign dispatches again until the resend is final;
+  -- the cursor covers the resend unless other targets still wait before it.
+  update app.campaigns c
+  set status = case when c.status = 'completed' then 'dispatching' else c.status end,
+      enqueue_cursor = case
+        when not exists (select from app.campaign_targets t
+                         where t.campaign_id = c.id and t.id > c.enqueue_cursor and t.id < new_id)
+        then new_id else c.enqueue_cursor end,
+      updated_at = now()
+  where c.id = campaign.id;
+
+  result := jsonb_build_object(
+    'message_id', new_id,
+    'resend_of', root.id,
+    'resend_no', resends + 1,
+    'campaign_id', campaign.id,
+    'to', root.to_msisdn,
+    'status', new_status,
+    'voucher_code', (select app.format_code(v.code) from app.vouchers v where v.id = root.voucher_id));
+  perform app.audit('messages.resend', 'messages', 'action', jsonb_build_object('id', new_id), result);
+  return app.idempotency_save('resend_message', idempotency_key, result);
+end;
+$$;
+
+--
+-- Name: FUNCTION resend_message(message_id bigint, idempotency_key text); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.resend_message(message_id bigint, idempotency_key text) IS 'Support: resends a message''s voucher (same voucher, new message in the same campaign); opt-outs, rate, spacing, cooldown and limit honoured; idempotent.';
+
+--
 -- Name: resume_campaign(uuid); Type: FUNCTION; Schema: api; Owner: -
 --
 
@@ -1428,6 +2299,193 @@ end;
 $$;
 
 --
+-- Name: station_settlement(date, date, uuid, text, text, text, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.station_settlement(from_date date, to_date date, station_id uuid DEFAULT NULL::uuid, currency text DEFAULT NULL::text, time_zone text DEFAULT 'UTC'::text, after text DEFAULT NULL::text, page_size integer DEFAULT 200) RETURNS SETOF app.settlement_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $_$
+declare
+  tz text;
+  lo timestamptz;
+  hi timestamptz;
+  after_day date;
+  after_station text;
+  after_currency text;
+begin
+  perform app.authorize(array['admin', 'service']);
+  perform app.check_page_size(page_size);
+  tz := app.check_time_zone(coalesce(time_zone, 'UTC'));
+  if from_date is null or to_date is null or from_date > to_date or to_date - from_date > 366 then
+    perform app.raise_error('invalid_date_range',
+      format('from_date and to_date must be given, in order, at most 367 days apart; got %s to %s.',
+             from_date, to_date), 400);
+  end if;
+  if after is not null then
+    if after !~ '^\d{4}-\d{2}-\d{2}\|[A-Z0-9_-]{2,32}\|[A-Z]{3}$' then
+      perform app.raise_error('invalid_cursor', format('"%s" is not a station_settlement cursor.', after), 400);
+    end if;
+    after_day := split_part(after, '|', 1)::date;
+    after_station := split_part(after, '|', 2);
+    after_currency := split_part(after, '|', 3);
+  end if;
+  -- The day's bounds in the zone; a later page starts at its cursor's day.
+  lo := greatest(from_date, after_day)::timestamp at time zone tz;
+  hi := (to_date + 1)::timestamp at time zone tz;
+
+  return query
+  select e.day, s.id, s.code, s.name, e.currency,
+         sum(e.redemptions)::bigint, sum(e.amount)::bigint, sum(e.reversals)::bigint, sum(e.reversed)::bigint,
+         (sum(e.amount) - sum(e.reversed))::bigint, sum(e.quantity), sum(e.sale_amount)::bigint,
+         e.day::text || '|' || s.code || '|' || e.currency
+  from (
+    select r.station_id, (r.redeemed_at at time zone tz)::date as day, r.currency::text as currency,
+           count(*) as redemptions, sum(r.amount_minor) as amount, sum(r.quantity) as quantity,
+           sum(r.sale_amount_minor) as sale_amount, 0 as reversals, 0 as reversed
+    from app.redemptions r
+    where r.redeemed_at >= lo and r.redeemed_at < hi
+      and (station_settlement.station_id is null or r.station_id = station_settlement.station_id)
+      and (station_settlement.currency is null or r.currency = upper(station_settlement.currency))
+    group by 1, 2, 3
+    union all
+    select r.station_id, (r.reversed_at at time zone tz)::date, r.currency::text,
+           0, 0, null, null, count(*), sum(r.amount_minor)
+    from app.redemptions r
+    where r.reversed_at >= lo and r.reversed_at < hi
+      and (station_settlement.station_id is null or r.station_id = station_settlement.station_id)
+      and (station_settlement.currency is null or r.currency = upper(station_settlement.currency))
+    group by 1, 2, 3
+  ) e
+  join app.stations s on s.id = e.station_id
+  group by e.day, s.id, s.code, s.name, e.currency
+  having after_day is null or (e.day, s.code, e.currency) > (after_day, after_station, after_currency)
+  order by e.day, s.code, e.currency
+  limit page_size;
+end;
+$_$;
+
+--
+-- Name: FUNCTION station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer) IS 'Finance: per station, day and currency, redemptions (count, value, quantity, sale) and reversals made that day; keyset pages; CSV with Accept: text/csv.';
+
+--
+-- Name: undo_redemption(text, text, bigint, text); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.undo_redemption(reason text, idempotency_key text, redemption_id bigint DEFAULT NULL::bigint, code text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.authorize(array['admin', 'station_operator', 'service']);
+  canonical text;
+  stored jsonb;
+  target app.redemptions;
+  voucher app.vouchers;
+  window_seconds integer;
+  reversed_id bigint;
+  restored boolean;
+begin
+  if (undo_redemption.redemption_id is null) = (undo_redemption.code is null) then
+    perform app.raise_error('invalid_undo_target', 'Give either redemption_id or code (not both).', 400);
+  end if;
+  if reason is null or length(trim(reason)) not between 1 and 500 then
+    perform app.raise_error('invalid_reason', 'An undo reason of 1 to 500 characters is required.', 400);
+  end if;
+  if undo_redemption.code is not null then
+    canonical := app.parse_code(undo_redemption.code);
+  end if;
+  stored := app.idempotency_claim('undo_redemption', idempotency_key, jsonb_build_object(
+    'redemption_id', undo_redemption.redemption_id, 'code', canonical, 'reason', trim(reason),
+    'actor', actor.user_id));
+  if stored is not null then
+    return stored;
+  end if;
+
+  if undo_redemption.redemption_id is not null then
+    select * into target from app.redemptions r where r.id = undo_redemption.redemption_id;
+    if not found then
+      perform app.raise_error('redemption_not_found',
+        format('Redemption %s does not exist.', undo_redemption.redemption_id), 404);
+    end if;
+  else
+    select * into voucher from app.vouchers v where v.code = canonical;
+    if not found then
+      perform app.raise_error('voucher_not_found',
+        format('Voucher "%s" does not exist.', app.format_code(canonical)), 404);
+    end if;
+    select * into target from app.redemptions r where r.voucher_id = voucher.id and r.reversed_at is null;
+    if not found then
+      perform app.raise_error('voucher_not_redeemed',
+        format('Voucher "%s" is %s; there is no redemption to undo.', app.format_code(canonical),
+               app.voucher_view(voucher) ->> 'status'), 409,
+        jsonb_build_object('status', app.voucher_view(voucher) ->> 'status'));
+    end if;
+  end if;
+
+  if actor.role = 'station_operator' then
+    if target.station_id <> actor.station_id then
+      perform app.raise_error('station_not_allowed',
+        'A station operator can only undo redemptions of their own station.', 403);
+    end if;
+    if not exists (select from app.stations s where s.id = actor.station_id and s.active) then
+      perform app.raise_error('station_not_found',
+        format('Station "%s" does not exist or is inactive.', actor.station_id), 404);
+    end if;
+    select s.undo_window_seconds into window_seconds from app.settings s;
+    if now() > target.redeemed_at + make_interval(secs => window_seconds) then
+      perform app.raise_error('undo_window_expired',
+        format('Redemption %s is older than the %s-second undo window for stations; ask an admin.',
+               target.id, window_seconds), 403,
+        jsonb_build_object('redeemed_at', target.redeemed_at, 'undo_window_seconds', window_seconds,
+                           'deadline', target.redeemed_at + make_interval(secs => window_seconds)));
+    end if;
+  end if;
+
+  -- The redemption row, then the voucher row, in one statement (see the header).
+  with reversal as (
+    update app.redemptions r
+    set reversed_at = now(), reversed_by = actor.user_id, reversal_reason = trim(reason)
+    where r.id = target.id and r.reversed_at is null
+    returning r.id, r.voucher_id
+  ), restoring as (
+    update app.vouchers v
+    set status = case when v.expires_at <= now() then 'expired' else 'issued' end,
+        redeemed_at = null, redeemed_station_id = null, redeemed_by = null
+    from reversal
+    where v.id = reversal.voucher_id and v.status = 'redeemed'
+    returning v.id
+  )
+  select (select id from reversal), exists (select from restoring) into reversed_id, restored;
+
+  if reversed_id is null then
+    select * into target from app.redemptions r where r.id = target.id;
+    perform app.raise_error('redemption_already_reversed',
+      format('Redemption %s was already undone at %s.', target.id, target.reversed_at), 409,
+      jsonb_build_object('reversed_at', target.reversed_at, 'reversed_by', target.reversed_by));
+  end if;
+  if not restored then
+    -- An active redemption always has a redeemed voucher; refuse rather than
+    -- leave them disagreeing.
+    raise exception 'Redemption % is active but its voucher is not redeemed', target.id;
+  end if;
+
+  select * into target from app.redemptions r where r.id = reversed_id;
+  return app.idempotency_save('undo_redemption', idempotency_key, app.redemption_view(target));
+end;
+$$;
+
+--
+-- Name: FUNCTION undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text); Type: COMMENT; Schema: api; Owner: -
+--
+
+COMMENT ON FUNCTION api.undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text) IS 'Reverses a redemption (by id or code): admin any time, the redeeming station''s operator within app.settings.undo_window_seconds; the voucher returns to issued (or expired).';
+
+--
 -- Name: update_channel(uuid, text, integer, integer, text, integer, uuid, text, text); Type: FUNCTION; Schema: api; Owner: -
 --
 
@@ -1554,6 +2612,41 @@ begin
   end if;
   select * into portfolio from app.portfolios p where p.id = update_portfolio.portfolio_id;
   return app.portfolio_usage_view(portfolio);
+end;
+$$;
+
+--
+-- Name: update_settings(integer, integer, integer); Type: FUNCTION; Schema: api; Owner: -
+--
+
+CREATE FUNCTION api.update_settings(undo_window_seconds integer DEFAULT NULL::integer, resend_cooldown_seconds integer DEFAULT NULL::integer, max_resends_per_message integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform app.authorize(array['admin', 'service']);
+  if undo_window_seconds is not null and undo_window_seconds not between 0 and 86400 then
+    perform app.raise_error('invalid_setting',
+      format('undo_window_seconds must be between 0 and 86400, got %s.', undo_window_seconds), 400,
+      jsonb_build_object('field', 'undo_window_seconds'));
+  end if;
+  if resend_cooldown_seconds is not null and resend_cooldown_seconds not between 0 and 86400 then
+    perform app.raise_error('invalid_setting',
+      format('resend_cooldown_seconds must be between 0 and 86400, got %s.', resend_cooldown_seconds), 400,
+      jsonb_build_object('field', 'resend_cooldown_seconds'));
+  end if;
+  if max_resends_per_message is not null and max_resends_per_message not between 0 and 20 then
+    perform app.raise_error('invalid_setting',
+      format('max_resends_per_message must be between 0 and 20, got %s.', max_resends_per_message), 400,
+      jsonb_build_object('field', 'max_resends_per_message'));
+  end if;
+  update app.settings s set
+    undo_window_seconds = coalesce(update_settings.undo_window_seconds, s.undo_window_seconds),
+    resend_cooldown_seconds = coalesce(update_settings.resend_cooldown_seconds, s.resend_cooldown_seconds),
+    max_resends_per_message = coalesce(update_settings.max_resends_per_message, s.max_resends_per_message),
+    updated_at = now()
+  where s.id;
+  return app.settings_view();
 end;
 $$;
 
@@ -1764,6 +2857,75 @@ $_$;
 COMMENT ON FUNCTION app.apply_waba_statuses(statuses jsonb) IS 'Applies webhook statuses by message id (biz_opaque_callback_data) or recipient + wamid: monotonic, proof of a send, failed statuses classified by app.waba_error_rules.';
 
 --
+-- Name: audit(text, text, text, jsonb, jsonb); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.audit(event text, table_name text, operation text, row_key jsonb, changes jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  actor app.actor := app.current_actor();
+  uid uuid := auth.uid();
+begin
+  insert into app.audit_log (actor_id, actor_role, event, table_name, operation, row_key, changes, rpc)
+  values (uid,
+          coalesce(actor.role, case when uid is null then 'service' else 'user' end),
+          audit.event, audit.table_name, audit.operation, audit.row_key, audit.changes,
+          nullif(regexp_replace(coalesce(current_setting('request.path', true), ''), '^/rpc/', ''), ''));
+end;
+$$;
+
+--
+-- Name: FUNCTION audit(event text, table_name text, operation text, row_key jsonb, changes jsonb); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.audit(event text, table_name text, operation text, row_key jsonb, changes jsonb) IS 'Appends an audit row (who from auth.uid() and the role; service for service_role and pg_cron).';
+
+--
+-- Name: audit_row_change(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.audit_row_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  key_columns text[] := string_to_array(TG_ARGV[0], ',');
+  ignored text[] := coalesce(string_to_array(nullif(TG_ARGV[1], ''), ','), '{}');
+  old_row jsonb := case when TG_OP <> 'INSERT' then to_jsonb(old) end;
+  new_row jsonb := case when TG_OP <> 'DELETE' then to_jsonb(new) end;
+  changes jsonb;
+begin
+  if TG_OP = 'UPDATE' then
+    select jsonb_object_agg(n.key, jsonb_build_object('old', o.value, 'new', n.value))
+      into changes
+    from jsonb_each(new_row) n
+    join jsonb_each(old_row) o on o.key = n.key
+    where n.value is distinct from o.value and not n.key = any (ignored);
+    if changes is null then
+      return null;
+    end if;
+  else
+    changes := coalesce(new_row, old_row);
+  end if;
+  perform app.audit(
+    TG_TABLE_NAME || '.' || lower(TG_OP),
+    TG_TABLE_NAME,
+    lower(TG_OP),
+    (select jsonb_object_agg(k, coalesce(new_row, old_row) -> k) from unnest(key_columns) k),
+    changes);
+  return null;
+end;
+$$;
+
+--
+-- Name: FUNCTION audit_row_change(); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.audit_row_change() IS 'AFTER trigger: appends the row change to app.audit_log (args: key columns, ignored columns).';
+
+--
 -- Name: authorize(text[]); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -1894,6 +3056,7 @@ CREATE TABLE app.campaigns (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     pause_reason text,
     pause_detail text,
+    requires_consent boolean DEFAULT false NOT NULL,
     CONSTRAINT campaigns_amount_minor_check CHECK ((amount_minor > 0)),
     CONSTRAINT campaigns_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
     CONSTRAINT campaigns_pause_detail_check CHECK ((length(pause_detail) <= 1000)),
@@ -1935,6 +3098,12 @@ COMMENT ON COLUMN app.campaigns.enqueue_cursor IS 'Targets with id <= enqueue_cu
 --
 
 COMMENT ON COLUMN app.campaigns.pause_reason IS 'Why the campaign is paused: admin, or a template reason (app.pause_reasons); null unless paused.';
+
+--
+-- Name: COLUMN campaigns.requires_consent; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.campaigns.requires_consent IS 'Targets need a recorded consent (app.consents); add_campaign_targets refuses the others.';
 
 --
 -- Name: campaign_view(app.campaigns); Type: FUNCTION; Schema: app; Owner: -
@@ -2062,6 +3231,51 @@ CREATE FUNCTION app.channel_view(c app.channels) RETURNS jsonb
     'pause', app.pause_view(case when c.status = 'paused' then coalesce(c.pause_reason, 'admin') end),
     'portfolio', (select app.portfolio_usage_view(p) from app.portfolios p where p.id = c.portfolio_id))
 $$;
+
+--
+-- Name: check_page_size(integer); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.check_page_size(page_size integer) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+begin
+  if page_size is null or page_size not between 1 and 500 then
+    perform app.raise_error('invalid_page_size',
+      format('page_size must be between 1 and 500, got %s.', coalesce(page_size::text, 'null')), 400);
+  end if;
+end;
+$$;
+
+--
+-- Name: FUNCTION check_page_size(page_size integer); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.check_page_size(page_size integer) IS 'Raises invalid_page_size unless 1 <= page_size <= 500.';
+
+--
+-- Name: check_time_zone(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.check_time_zone(time_zone text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  perform now() at time zone check_time_zone.time_zone;
+  return check_time_zone.time_zone;
+exception when invalid_parameter_value or null_value_not_allowed then
+  perform app.raise_error('invalid_time_zone',
+    format('"%s" is not a time zone name such as "UTC" or "Africa/Nairobi".', time_zone), 400);
+  return null;  -- not reached: raise_error raises
+end;
+$$;
+
+--
+-- Name: FUNCTION check_time_zone(time_zone text); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.check_time_zone(time_zone text) IS 'Returns a valid time zone name or raises invalid_time_zone (400).';
 
 --
 -- Name: claim_channel_messages(uuid, integer, integer, text, timestamp with time zone, boolean); Type: FUNCTION; Schema: app; Owner: -
@@ -2461,6 +3675,7 @@ declare
   attrs jsonb[];
   opted boolean[];
   need integer;
+  last_id bigint;
   new_batch uuid;
   kinds text[];
   vals text[];
@@ -2470,72 +3685,77 @@ begin
     return 0;
   end if;
 
-  select array_agg(t.id order by t.id), array_agg(t.msisdn order by t.id),
-         array_agg(t.attributes order by t.id), array_agg(t.opted_out order by t.id),
-         count(*) filter (where not t.opted_out)
-    into ids, msisdns, attrs, opted, need
+  select array_agg(t.id order by t.id) filter (where not t.resend),
+         array_agg(t.msisdn order by t.id) filter (where not t.resend),
+         array_agg(t.attributes order by t.id) filter (where not t.resend),
+         array_agg(t.opted_out order by t.id) filter (where not t.resend),
+         count(*) filter (where not t.opted_out and not t.resend),
+         max(t.id)
+    into ids, msisdns, attrs, opted, need, last_id
   from (
-    select t.id, t.msisdn, t.attributes,
-           exists (select from app.opt_outs o where o.msisdn = t.msisdn) as opted_out
+    select t.id, t.msisdn, t.attributes, t.resend_no > 0 as resend,
+           t.resend_no = 0 and exists (select from app.opt_outs o where o.msisdn = t.msisdn) as opted_out
     from app.campaign_targets t
     where t.campaign_id = campaign.id and t.id > campaign.enqueue_cursor
     order by t.id
     limit max_targets
   ) t;
-  if ids is null then
+  if last_id is null then
     return 0;
   end if;
 
-  if need > 0 then
-    new_batch := (app.issue_batch(campaign.id, need, null, campaign.scheduled_by) ->> 'batch_id')::uuid;
+  if ids is not null then
+    if need > 0 then
+      new_batch := (app.issue_batch(campaign.id, need, null, campaign.scheduled_by) ->> 'batch_id')::uuid;
+    end if;
+
+    -- Render the campaign's parameters once for the chunk; per message only the
+    -- voucher code and target attributes are filled in.
+    select array_agg(x.kind order by x.i), array_agg(x.value order by x.i)
+      into kinds, vals
+    from (
+      select e.i,
+             case when jsonb_typeof(e.p) = 'string' and e.p #>> '{}' = 'voucher_code' then 'voucher_code'
+                  when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then 'attribute'
+                  else 'text' end as kind,
+             case when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then e.p ->> 'attribute'
+                  else (app.render_body_parameters(jsonb_build_array(e.p), null, campaign.amount_minor,
+                          campaign.currency, campaign.expires_at, campaign.name, '{}'))[1] end as value
+      from jsonb_array_elements(campaign.template_params) with ordinality as e(p, i)
+    ) x;
+
+    insert into app.messages (campaign_id, id, channel_id, voucher_id, to_msisdn, template_name,
+                              template_language, body_parameters, next_attempt_at, status, cancelled_at,
+                              last_error_code, last_error_message)
+    select campaign.id, t.id, campaign.channel_id, v.id, t.msisdn, campaign.template_name,
+           campaign.template_language,
+           case when t.opted_out or kinds is null then '{}'::text[]
+                else array(select case k.kind when 'voucher_code' then v.display_code
+                                              when 'attribute' then coalesce(t.attributes ->> k.value, '')
+                                              else k.value end
+                           from unnest(kinds, vals) with ordinality as k(kind, value, i)
+                           order by k.i) end,
+           coalesce(due_at, now()),
+           case when t.opted_out then 'cancelled' else 'queued' end,
+           case when t.opted_out then now() end,
+           case when t.opted_out then 'opted_out' end,
+           case when t.opted_out then 'The recipient opted out; the message was not sent.' end
+    from (
+      select u.*, row_number() over (partition by u.opted_out order by u.id) as rn
+      from unnest(ids, msisdns, attrs, opted) as u(id, msisdn, attributes, opted_out)
+    ) t
+    left join (
+      select vo.id, app.format_code(vo.code) as display_code, row_number() over (order by vo.id) as rn
+      from app.vouchers vo
+      where vo.batch_id = new_batch
+    ) v on not t.opted_out and v.rn = t.rn
+    on conflict (id) do nothing;
   end if;
 
-  -- Render the campaign's parameters once for the chunk; per message only the
-  -- voucher code and target attributes are filled in.
-  select array_agg(x.kind order by x.i), array_agg(x.value order by x.i)
-    into kinds, vals
-  from (
-    select e.i,
-           case when jsonb_typeof(e.p) = 'string' and e.p #>> '{}' = 'voucher_code' then 'voucher_code'
-                when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then 'attribute'
-                else 'text' end as kind,
-           case when jsonb_typeof(e.p) = 'object' and e.p ? 'attribute' then e.p ->> 'attribute'
-                else (app.render_body_parameters(jsonb_build_array(e.p), null, campaign.amount_minor,
-                        campaign.currency, campaign.expires_at, campaign.name, '{}'))[1] end as value
-    from jsonb_array_elements(campaign.template_params) with ordinality as e(p, i)
-  ) x;
-
-  insert into app.messages (campaign_id, id, channel_id, voucher_id, to_msisdn, template_name,
-                            template_language, body_parameters, next_attempt_at, status, cancelled_at,
-                            last_error_code, last_error_message)
-  select campaign.id, t.id, campaign.channel_id, v.id, t.msisdn, campaign.template_name,
-         campaign.template_language,
-         case when t.opted_out or kinds is null then '{}'::text[]
-              else array(select case k.kind when 'voucher_code' then v.display_code
-                                            when 'attribute' then coalesce(t.attributes ->> k.value, '')
-                                            else k.value end
-                         from unnest(kinds, vals) with ordinality as k(kind, value, i)
-                         order by k.i) end,
-         coalesce(due_at, now()),
-         case when t.opted_out then 'cancelled' else 'queued' end,
-         case when t.opted_out then now() end,
-         case when t.opted_out then 'opted_out' end,
-         case when t.opted_out then 'The recipient opted out; the message was not sent.' end
-  from (
-    select u.*, row_number() over (partition by u.opted_out order by u.id) as rn
-    from unnest(ids, msisdns, attrs, opted) as u(id, msisdn, attributes, opted_out)
-  ) t
-  left join (
-    select vo.id, app.format_code(vo.code) as display_code, row_number() over (order by vo.id) as rn
-    from app.vouchers vo
-    where vo.batch_id = new_batch
-  ) v on not t.opted_out and v.rn = t.rn
-  on conflict (id) do nothing;
-
   update app.campaigns c
-  set enqueue_cursor = ids[array_upper(ids, 1)], dispatch_error = null, updated_at = now()
+  set enqueue_cursor = last_id, dispatch_error = null, updated_at = now()
   where c.id = campaign.id;
-  return array_length(ids, 1);
+  return coalesce(array_length(ids, 1), 0);
 end;
 $$;
 
@@ -2543,7 +3763,7 @@ $$;
 -- Name: FUNCTION enqueue_campaign_chunk(campaign_id uuid, max_targets integer, due_at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON FUNCTION app.enqueue_campaign_chunk(campaign_id uuid, max_targets integer, due_at timestamp with time zone) IS 'Enqueues the next max_targets targets of a dispatching campaign: issues their vouchers, renders parameters.';
+COMMENT ON FUNCTION app.enqueue_campaign_chunk(campaign_id uuid, max_targets integer, due_at timestamp with time zone) IS 'Enqueues the next max_targets targets of a dispatching campaign: issues their vouchers, renders parameters; skips resend targets (they have their message).';
 
 --
 -- Name: error_result(text, text, integer, jsonb); Type: FUNCTION; Schema: app; Owner: -
@@ -2845,6 +4065,24 @@ $$;
 --
 
 COMMENT ON FUNCTION app.issue_batch(campaign_id uuid, count integer, expires_at timestamp with time zone, issued_by uuid) IS 'Set-based issuance of count vouchers (no upper bound here; the API caps calls at 5,000).';
+
+--
+-- Name: keep_campaign_with_pending_work(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.keep_campaign_with_pending_work() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if exists (select from app.messages m
+             where m.campaign_id = new.id and m.status in ('queued', 'held', 'leased'))
+     or exists (select from app.campaign_targets t where t.campaign_id = new.id and t.id > new.enqueue_cursor) then
+    return null;
+  end if;
+  return new;
+end;
+$$;
 
 --
 -- Name: new_codes(integer); Type: FUNCTION; Schema: app; Owner: -
@@ -3395,6 +4633,70 @@ $$;
 COMMENT ON FUNCTION app.reclaim_expired_leases(max_messages integer) IS 'pg_cron: returns messages whose lease expired (queued, held, dead, or unknown if the campaign was cancelled); logs app.lease_reclaims.';
 
 --
+-- Name: record_consents(jsonb, uuid); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.record_consents(consents jsonb, recorded_by uuid) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  result jsonb;
+begin
+  with items as (
+    select (x.i - 1)::integer as idx, x.e,
+           case when jsonb_typeof(x.e -> 'msisdn') = 'string' then app.normalize_msisdn(x.e ->> 'msisdn') end
+             as msisdn,
+           case when jsonb_typeof(x.e -> 'consented_at') = 'string'
+                then app.try_timestamptz(x.e ->> 'consented_at') end as given_at
+    from jsonb_array_elements(consents) with ordinality as x(e, i)
+  ), classified as (
+    select it.idx, it.e, it.msisdn, coalesce(it.given_at, now()) as consented_at,
+           case
+             when jsonb_typeof(it.e) <> 'object' then 'not_an_object'
+             when it.msisdn is null or not app.is_e164(it.msisdn) then 'invalid_msisdn'
+             when jsonb_typeof(it.e -> 'source') is distinct from 'string'
+               or length(it.e ->> 'source') not between 1 and 100 then 'invalid_source'
+             when jsonb_typeof(it.e -> 'text_shown') is distinct from 'string'
+               or length(it.e ->> 'text_shown') not between 1 and 2000 then 'invalid_text_shown'
+             when coalesce(jsonb_typeof(it.e -> 'consented_at'), 'null') <> 'null' and it.given_at is null
+               then 'invalid_consented_at'
+             when it.given_at > now() + interval '5 minutes' then 'consented_at_in_future'
+           end as reason
+    from items it
+  ), valid as (
+    select distinct on (c.msisdn, c.e ->> 'source', c.consented_at)
+           c.idx, c.msisdn, c.e ->> 'source' as source, c.e ->> 'text_shown' as text_shown, c.consented_at
+    from classified c
+    where c.reason is null
+    order by c.msisdn, c.e ->> 'source', c.consented_at, c.idx
+  ), inserted as (
+    insert into app.consents (msisdn, source, consented_at, text_shown, recorded_by)
+    select v.msisdn, v.source, v.consented_at, v.text_shown, record_consents.recorded_by
+    from valid v
+    order by v.idx
+    on conflict on constraint consents_natural_key do nothing
+    returning 1
+  ), resubscribed as (
+    -- A consent newer than the opt-out is the customer opting back in.
+    delete from app.opt_outs o
+    using (select v.msisdn, max(v.consented_at) as latest from valid v group by v.msisdn) v
+    where o.msisdn = v.msisdn and o.created_at < v.latest
+    returning 1
+  )
+  select jsonb_build_object(
+    'recorded', (select count(*) from inserted),
+    'duplicates', (select count(*) from classified c where c.reason is null) - (select count(*) from inserted),
+    'resubscribed', (select count(*) from resubscribed),
+    'invalid', (select coalesce(jsonb_agg(jsonb_build_object('index', c.idx, 'value', c.e, 'reason', c.reason)
+                                          order by c.idx), '[]'::jsonb)
+                from classified c where c.reason is not null))
+    into result;
+  return result;
+end;
+$$;
+
+--
 -- Name: recover_channel_rates(uuid[], timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -3428,15 +4730,16 @@ $$;
 COMMENT ON FUNCTION app.recover_channel_rates(channel_ids uuid[], at timestamp with time zone) IS 'AIMD increase: raises throttled channels'' effective rate by 5% of the configured rate per second since the last change.';
 
 --
--- Name: redeem_one(app.actor, uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: app; Owner: -
+-- Name: redeem_one(app.actor, uuid, text, text, timestamp with time zone, text, text, numeric, bigint); Type: FUNCTION; Schema: app; Owner: -
 --
 
-CREATE FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone) RETURNS jsonb
+CREATE FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone, receipt_ref text DEFAULT NULL::text, pump text DEFAULT NULL::text, quantity numeric DEFAULT NULL::numeric, sale_amount_minor bigint DEFAULT NULL::bigint) RETURNS jsonb
     LANGUAGE plpgsql
     AS $$
 declare
   canonical text := app.normalize_code(code);
   request_hash bytea;
+  details jsonb;
   stored app.idempotency_keys;
   result jsonb;
   key_saved boolean;
@@ -3452,21 +4755,26 @@ begin
     return app.error_result('invalid_idempotency_key',
       'An idempotency_key of 1 to 200 characters is required.', 400);
   end if;
+  if receipt_ref is not null or pump is not null or quantity is not null or sale_amount_minor is not null then
+    result := app.redemption_details_error(receipt_ref, pump, quantity, sale_amount_minor);
+    if result is not null then
+      return result;
+    end if;
+    details := jsonb_strip_nulls(jsonb_build_object('receipt_ref', receipt_ref, 'pump', pump,
+                                                    'quantity', quantity, 'sale_amount_minor', sale_amount_minor));
+  end if;
   -- The request a key stands for (a key reused for another request is refused).
-  request_hash := extensions.digest(jsonb_build_object(
+  -- Details are added only when given, so a request without them hashes as it
+  -- did before they existed (keys stored by an earlier version still replay).
+  request_hash := extensions.digest((jsonb_build_object(
     'code', canonical, 'station_id', station_id, 'actor', actor.user_id,
-    'client_redeemed_at', client_redeemed_at)::text, 'sha256');
+    'client_redeemed_at', client_redeemed_at) || coalesce(details, '{}'::jsonb))::text, 'sha256');
 
-  -- A stored key is a replay or a reuse. Otherwise redeem; if the voucher cannot
-  -- be redeemed, look again: a concurrent request with this key may have
-  -- redeemed it while we waited for its row lock, and its response is our answer.
   select * into stored from app.idempotency_keys k
   where k.scope = 'redeem_voucher' and k.key = redeem_one.idempotency_key;
   if not found then
-    -- Check-and-redeem in one statement: the row lock serialises concurrent
-    -- redeems of one voucher; whoever commits first wins, the others match nothing.
-    -- The redemption record and the idempotency key (with the response) are
-    -- written by the same statement.
+    -- Check-and-redeem in one statement (see the redeem migration), now also
+    -- refusing a cancelled campaign's voucher.
     with redeemed as (
       update app.vouchers v
       set status = 'redeemed', redeemed_at = now(), redeemed_station_id = redeem_one.station_id,
@@ -3477,12 +4785,16 @@ begin
         and (v.expires_at is null or v.expires_at > now())
         and c.id = v.campaign_id
         and c.starts_at <= now()
+        and c.status <> 'cancelled'
         and (cardinality(c.station_ids) = 0 or redeem_one.station_id = any (c.station_ids))
       returning v.id, v.code, v.amount_minor, v.currency, v.campaign_id, c.name as campaign_name,
                 v.redeemed_at
     ), recorded as (
-      insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key)
-      select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key
+      insert into app.redemptions (voucher_id, station_id, redeemed_by, client_redeemed_at, idempotency_key,
+                                   amount_minor, currency, receipt_ref, pump, quantity, sale_amount_minor)
+      select r.id, redeem_one.station_id, actor.user_id, redeem_one.client_redeemed_at, redeem_one.idempotency_key,
+             r.amount_minor, r.currency, redeem_one.receipt_ref, redeem_one.pump, redeem_one.quantity,
+             redeem_one.sale_amount_minor
       from redeemed r
       returning id
     ), response as (
@@ -3497,7 +4809,7 @@ begin
                'campaign_name', r.campaign_name,
                'station_id', redeem_one.station_id,
                'redeemed_at', r.redeemed_at,
-               'client_redeemed_at', redeem_one.client_redeemed_at) as body
+               'client_redeemed_at', redeem_one.client_redeemed_at) || coalesce(details, '{}'::jsonb) as body
       from redeemed r, recorded rec
     ), saved as (
       insert into app.idempotency_keys (scope, key, request_hash, response)
@@ -3510,7 +4822,7 @@ begin
 
     if result is not null then
       if not key_saved then
-        -- Another request holding this key committed while we redeemed: see above.
+        -- Another request holding this key committed while we redeemed.
         perform app.raise_error('idempotency_key_reused',
           format('Idempotency key "%s" was used at the same time by a different request.', idempotency_key),
           409);
@@ -3546,7 +4858,7 @@ begin
     select r.redeemed_at, r.station_id, s.code as station_code, s.name as station_name
       into winner
     from app.redemptions r join app.stations s on s.id = r.station_id
-    where r.voucher_id = voucher.id;
+    where r.voucher_id = voucher.id and r.reversed_at is null;
     return app.error_result('voucher_already_redeemed',
       format('Voucher "%s" was already redeemed at %s on %s.', app.format_code(canonical),
              winner.station_code, winner.redeemed_at),
@@ -3561,6 +4873,11 @@ begin
     return app.error_result('voucher_expired',
       format('Voucher "%s" expired at %s.', app.format_code(canonical), voucher.expires_at), 410,
       jsonb_build_object('expires_at', voucher.expires_at));
+  elsif campaign.status = 'cancelled' then
+    return app.error_result('campaign_cancelled',
+      format('Voucher "%s" belongs to campaign "%s", which was cancelled.', app.format_code(canonical),
+             campaign.name), 410,
+      jsonb_build_object('campaign_id', campaign.id, 'cancelled_at', campaign.cancelled_at));
   elsif campaign.starts_at > now() then
     return app.error_result('voucher_not_yet_valid',
       format('Voucher "%s" is valid from %s.', app.format_code(canonical), campaign.starts_at), 409,
@@ -3576,10 +4893,10 @@ end;
 $$;
 
 --
--- Name: FUNCTION redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone); Type: COMMENT; Schema: app; Owner: -
+-- Name: FUNCTION redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint); Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone) IS 'Redeems one voucher exactly once; returns {ok:true,…} or an error value. Writes the idempotency key once, with the response, in the redeeming statement.';
+COMMENT ON FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) IS 'Redeems one voucher exactly once; returns {ok:true,…} or an error value. Writes the idempotency key once, with the response, in the redeeming statement.';
 
 --
 -- Name: redeem_station(app.actor, uuid); Type: FUNCTION; Schema: app; Owner: -
@@ -3605,6 +4922,134 @@ begin
   end if;
   return jsonb_build_object('ok', true, 'station_id', station.id, 'station_code', station.code);
 end;
+$$;
+
+--
+-- Name: redemption_details_error(text, text, numeric, bigint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.redemption_details_error(receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  select case
+    when receipt_ref is not null and pg_catalog.length(receipt_ref) not between 1 and 64 then
+      app.error_result('invalid_redemption_details', 'receipt_ref must be 1 to 64 characters.', 400,
+                       pg_catalog.jsonb_build_object('field', 'receipt_ref'))
+    when pump is not null and pg_catalog.length(pump) not between 1 and 16 then
+      app.error_result('invalid_redemption_details', 'pump must be 1 to 16 characters.', 400,
+                       pg_catalog.jsonb_build_object('field', 'pump'))
+    when quantity is not null and (quantity <= 0 or quantity > 1000000
+                                   or quantity <> pg_catalog.round(quantity, 3)) then
+      app.error_result('invalid_redemption_details',
+                       'quantity must be greater than 0 and at most 1000000, with at most 3 decimals.', 400,
+                       pg_catalog.jsonb_build_object('field', 'quantity'))
+    when sale_amount_minor is not null and sale_amount_minor not between 0 and 1000000000000 then
+      app.error_result('invalid_redemption_details',
+                       'sale_amount_minor must be between 0 and 1000000000000 minor units.', 400,
+                       pg_catalog.jsonb_build_object('field', 'sale_amount_minor'))
+  end
+$$;
+
+--
+-- Name: FUNCTION redemption_details_error(receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint); Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON FUNCTION app.redemption_details_error(receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) IS 'invalid_redemption_details (as a value) for the first out-of-bounds redeem detail, else null.';
+
+--
+-- Name: redemptions; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.redemptions (
+    id bigint NOT NULL,
+    voucher_id bigint NOT NULL,
+    station_id uuid NOT NULL,
+    redeemed_by uuid,
+    redeemed_at timestamp with time zone DEFAULT now() NOT NULL,
+    client_redeemed_at timestamp with time zone,
+    idempotency_key text NOT NULL,
+    amount_minor bigint NOT NULL,
+    currency app.currency_code NOT NULL,
+    receipt_ref text,
+    pump text,
+    quantity numeric(12,3),
+    sale_amount_minor bigint,
+    reversed_at timestamp with time zone,
+    reversed_by uuid,
+    reversal_reason text,
+    CONSTRAINT redemptions_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT redemptions_pump_check CHECK (((length(pump) >= 1) AND (length(pump) <= 16))),
+    CONSTRAINT redemptions_quantity_check CHECK (((quantity > (0)::numeric) AND (quantity <= (1000000)::numeric))),
+    CONSTRAINT redemptions_receipt_ref_check CHECK (((length(receipt_ref) >= 1) AND (length(receipt_ref) <= 64))),
+    CONSTRAINT redemptions_reversal_fields CHECK (((reversed_at IS NULL) = (reversal_reason IS NULL))),
+    CONSTRAINT redemptions_reversal_reason_check CHECK (((length(reversal_reason) >= 1) AND (length(reversal_reason) <= 500))),
+    CONSTRAINT redemptions_sale_amount_minor_check CHECK (((sale_amount_minor >= 0) AND (sale_amount_minor <= '1000000000000'::bigint)))
+);
+
+--
+-- Name: TABLE redemptions; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.redemptions IS 'Redemption records (who, where, server and client time, idempotency key, value, till details); reversed by api.undo_redemption, never deleted; at most one active per voucher.';
+
+--
+-- Name: COLUMN redemptions.amount_minor; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.amount_minor IS 'The voucher''s value at redeem time, in minor units of currency.';
+
+--
+-- Name: COLUMN redemptions.receipt_ref; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.receipt_ref IS 'The till''s receipt reference (optional, 1-64 characters).';
+
+--
+-- Name: COLUMN redemptions.pump; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.pump IS 'The pump or till lane (optional, 1-16 characters).';
+
+--
+-- Name: COLUMN redemptions.quantity; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.quantity IS 'Quantity sold, e.g. litres (optional, 0 < q <= 1,000,000, 3 decimals).';
+
+--
+-- Name: COLUMN redemptions.sale_amount_minor; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.sale_amount_minor IS 'The sale''s total in minor units of the voucher''s currency (optional).';
+
+--
+-- Name: COLUMN redemptions.reversed_at; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.redemptions.reversed_at IS 'When the redemption was undone (api.undo_redemption); null while active.';
+
+--
+-- Name: redemption_view(app.redemptions); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.redemption_view(r app.redemptions) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object(
+    'redemption_id', r.id,
+    'code', app.format_code(v.code),
+    'voucher_status', case when v.status = 'issued' and v.expires_at <= now() then 'expired' else v.status end,
+    'amount_minor', r.amount_minor,
+    'currency', r.currency,
+    'station_id', r.station_id,
+    'redeemed_at', r.redeemed_at,
+    'redeemed_by', r.redeemed_by,
+    'reversed_at', r.reversed_at,
+    'reversed_by', r.reversed_by,
+    'reversal_reason', r.reversal_reason)
+  from app.vouchers v
+  where v.id = r.voucher_id
 $$;
 
 --
@@ -3840,6 +5285,101 @@ end;
 $$;
 
 --
+-- Name: set_staff_active(app.actor, uuid, boolean); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.set_staff_active(actor app.actor, user_id uuid, active boolean) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  member app.staff;
+begin
+  if not set_staff_active.active and actor.user_id is not distinct from set_staff_active.user_id then
+    perform app.raise_error('cannot_deactivate_self', 'You cannot deactivate your own staff account.', 409);
+  end if;
+  update app.staff s set active = set_staff_active.active
+  where s.user_id = set_staff_active.user_id and s.active <> set_staff_active.active
+  returning * into member;
+  if not found then
+    select * into member from app.staff s where s.user_id = set_staff_active.user_id;
+    if not found then
+      perform app.raise_error('staff_not_found',
+        format('User "%s" is not a staff member.', set_staff_active.user_id), 404);
+    end if;
+  end if;
+  return app.staff_row(member);
+end;
+$$;
+
+--
+-- Name: set_station_active(uuid, boolean); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.set_station_active(station_id uuid, active boolean) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  station app.stations;
+begin
+  update app.stations s set active = set_station_active.active
+  where s.id = set_station_active.station_id and s.active <> set_station_active.active
+  returning * into station;
+  if not found then
+    select * into station from app.stations s where s.id = set_station_active.station_id;
+    if not found then
+      perform app.raise_error('station_not_found',
+        format('Station "%s" does not exist.', set_station_active.station_id), 404);
+    end if;
+  end if;
+  return app.station_row(station);
+end;
+$$;
+
+--
+-- Name: settings_view(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.settings_view() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.to_jsonb(s) - 'id' from app.settings s
+$$;
+
+--
+-- Name: staff; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.staff (
+    user_id uuid NOT NULL,
+    role text NOT NULL,
+    station_id uuid,
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT staff_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'station_operator'::text]))),
+    CONSTRAINT staff_station_matches_role CHECK (((role = 'station_operator'::text) = (station_id IS NOT NULL)))
+);
+
+--
+-- Name: TABLE staff; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.staff IS 'Maps auth.users to an application role; operators are bound to one station.';
+
+--
+-- Name: staff_row(app.staff); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.staff_row(s app.staff) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.to_jsonb(s)
+$$;
+
+--
 -- Name: start_campaign(uuid, integer); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -3856,6 +5396,39 @@ begin
   end if;
   return app.enqueue_campaign_chunk(campaign_id, chunk);
 end;
+$$;
+
+--
+-- Name: stations; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.stations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    code text NOT NULL,
+    name text NOT NULL,
+    region text,
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT stations_code_check CHECK ((code ~ '^[A-Z0-9][A-Z0-9_-]{1,31}$'::text)),
+    CONSTRAINT stations_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT stations_region_check CHECK ((length(region) <= 100))
+);
+
+--
+-- Name: TABLE stations; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TABLE app.stations IS 'Fuel/retail stations where vouchers are redeemed.';
+
+--
+-- Name: station_row(app.stations); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.station_row(s app.stations) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.to_jsonb(s)
 $$;
 
 --
@@ -4175,6 +5748,7 @@ CREATE FUNCTION app.voucher_view(v app.vouchers) RETURNS jsonb
     'currency', v.currency,
     'campaign_id', v.campaign_id,
     'campaign_name', c.name,
+    'campaign_status', c.status,
     'expires_at', v.expires_at,
     'redeemable_at', case when cardinality(c.station_ids) = 0 then to_jsonb('all'::text)
       else (select coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'code', s.code, 'name', s.name)
@@ -4274,6 +5848,19 @@ CREATE FUNCTION app.waba_timestamp(value jsonb) RETURNS timestamp with time zone
 $_$;
 
 --
+-- Name: audit_log_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: campaign_targets; Type: TABLE; Schema: app; Owner: -
 --
 
@@ -4283,7 +5870,11 @@ CREATE TABLE app.campaign_targets (
     msisdn app.e164 NOT NULL,
     attributes jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT campaign_targets_attributes_check CHECK (((jsonb_typeof(attributes) = 'object'::text) AND (length((attributes)::text) <= 4000)))
+    resend_of bigint,
+    resend_no smallint DEFAULT 0 NOT NULL,
+    CONSTRAINT campaign_targets_attributes_check CHECK (((jsonb_typeof(attributes) = 'object'::text) AND (length((attributes)::text) <= 4000))),
+    CONSTRAINT campaign_targets_resend_fields CHECK (((resend_no = 0) = (resend_of IS NULL))),
+    CONSTRAINT campaign_targets_resend_no_check CHECK (((resend_no >= 0) AND (resend_no <= 20)))
 );
 
 --
@@ -4291,6 +5882,18 @@ CREATE TABLE app.campaign_targets (
 --
 
 COMMENT ON TABLE app.campaign_targets IS 'Recipients of a campaign (E.164), unique per campaign; added while the campaign is a draft.';
+
+--
+-- Name: COLUMN campaign_targets.resend_of; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.campaign_targets.resend_of IS 'The original target a resend target repeats; null for an original.';
+
+--
+-- Name: COLUMN campaign_targets.resend_no; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON COLUMN app.campaign_targets.resend_no IS '0 for the campaign''s own target; 1, 2, … for support resends of it (api.resend_message).';
 
 --
 -- Name: campaign_targets_id_seq; Type: SEQUENCE; Schema: app; Owner: -
@@ -4335,6 +5938,19 @@ CREATE TABLE app.channel_spacing (
 --
 
 COMMENT ON TABLE app.channel_spacing IS 'Per channel: messages of campaigns other than campaign_id were all attempted at or before other_attempt_at (lets the claim skip the spacing probe).';
+
+--
+-- Name: consents_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.consents ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.consents_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 --
 -- Name: dispatch_claims; Type: TABLE; Schema: app; Owner: -
@@ -4559,27 +6175,6 @@ CREATE TABLE app.portfolio_usage (
 COMMENT ON TABLE app.portfolio_usage IS 'Per portfolio: distinct recipients whose last claim fell in each 5-minute bucket; the window sum is the tier usage.';
 
 --
--- Name: redemptions; Type: TABLE; Schema: app; Owner: -
---
-
-CREATE TABLE app.redemptions (
-    id bigint NOT NULL,
-    voucher_id bigint NOT NULL,
-    station_id uuid NOT NULL,
-    redeemed_by uuid,
-    redeemed_at timestamp with time zone DEFAULT now() NOT NULL,
-    client_redeemed_at timestamp with time zone,
-    idempotency_key text NOT NULL,
-    CONSTRAINT redemptions_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200)))
-);
-
---
--- Name: TABLE redemptions; Type: COMMENT; Schema: app; Owner: -
---
-
-COMMENT ON TABLE app.redemptions IS 'Append-only redemption records (who, where, server and client time, idempotency key); at most one per voucher.';
-
---
 -- Name: redemptions_id_seq; Type: SEQUENCE; Schema: app; Owner: -
 --
 
@@ -4593,46 +6188,26 @@ ALTER TABLE app.redemptions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
--- Name: staff; Type: TABLE; Schema: app; Owner: -
+-- Name: settings; Type: TABLE; Schema: app; Owner: -
 --
 
-CREATE TABLE app.staff (
-    user_id uuid NOT NULL,
-    role text NOT NULL,
-    station_id uuid,
-    active boolean DEFAULT true NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT staff_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'station_operator'::text]))),
-    CONSTRAINT staff_station_matches_role CHECK (((role = 'station_operator'::text) = (station_id IS NOT NULL)))
+CREATE TABLE app.settings (
+    id boolean DEFAULT true NOT NULL,
+    undo_window_seconds integer DEFAULT 900 NOT NULL,
+    resend_cooldown_seconds integer DEFAULT 300 NOT NULL,
+    max_resends_per_message integer DEFAULT 3 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT settings_id_check CHECK (id),
+    CONSTRAINT settings_max_resends_per_message_check CHECK (((max_resends_per_message >= 0) AND (max_resends_per_message <= 20))),
+    CONSTRAINT settings_resend_cooldown_seconds_check CHECK (((resend_cooldown_seconds >= 0) AND (resend_cooldown_seconds <= 86400))),
+    CONSTRAINT settings_undo_window_seconds_check CHECK (((undo_window_seconds >= 0) AND (undo_window_seconds <= 86400)))
 );
 
 --
--- Name: TABLE staff; Type: COMMENT; Schema: app; Owner: -
+-- Name: TABLE settings; Type: COMMENT; Schema: app; Owner: -
 --
 
-COMMENT ON TABLE app.staff IS 'Maps auth.users to an application role; operators are bound to one station.';
-
---
--- Name: stations; Type: TABLE; Schema: app; Owner: -
---
-
-CREATE TABLE app.stations (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    code text NOT NULL,
-    name text NOT NULL,
-    region text,
-    active boolean DEFAULT true NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT stations_code_check CHECK ((code ~ '^[A-Z0-9][A-Z0-9_-]{1,31}$'::text)),
-    CONSTRAINT stations_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
-    CONSTRAINT stations_region_check CHECK ((length(region) <= 100))
-);
-
---
--- Name: TABLE stations; Type: COMMENT; Schema: app; Owner: -
---
-
-COMMENT ON TABLE app.stations IS 'Fuel/retail stations where vouchers are redeemed.';
+COMMENT ON TABLE app.settings IS 'Back-office settings (one row): undo window for station operators, resend cooldown and limit.';
 
 --
 -- Name: voucher_batches; Type: TABLE; Schema: app; Owner: -
@@ -4669,11 +6244,24 @@ ALTER TABLE app.vouchers ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
+-- Name: audit_log audit_log_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
+--
 -- Name: campaign_targets campaign_targets_campaign_msisdn_key; Type: CONSTRAINT; Schema: app; Owner: -
 --
 
 ALTER TABLE ONLY app.campaign_targets
-    ADD CONSTRAINT campaign_targets_campaign_msisdn_key UNIQUE (campaign_id, msisdn);
+    ADD CONSTRAINT campaign_targets_campaign_msisdn_key UNIQUE (campaign_id, msisdn, resend_no);
+
+--
+-- Name: CONSTRAINT campaign_targets_campaign_msisdn_key ON campaign_targets; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON CONSTRAINT campaign_targets_campaign_msisdn_key ON app.campaign_targets IS 'A number is a target of a campaign once (resend_no 0); its resends are numbered.';
 
 --
 -- Name: campaign_targets campaign_targets_pkey; Type: CONSTRAINT; Schema: app; Owner: -
@@ -4716,6 +6304,20 @@ ALTER TABLE ONLY app.channels
 
 ALTER TABLE ONLY app.channels
     ADD CONSTRAINT channels_pkey PRIMARY KEY (id);
+
+--
+-- Name: consents consents_natural_key; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.consents
+    ADD CONSTRAINT consents_natural_key UNIQUE (msisdn, source, consented_at);
+
+--
+-- Name: consents consents_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.consents
+    ADD CONSTRAINT consents_pkey PRIMARY KEY (id);
 
 --
 -- Name: dispatch_claims dispatch_claims_pkey; Type: CONSTRAINT; Schema: app; Owner: -
@@ -4788,11 +6390,11 @@ ALTER TABLE ONLY app.redemptions
     ADD CONSTRAINT redemptions_pkey PRIMARY KEY (id);
 
 --
--- Name: redemptions redemptions_voucher_id_key; Type: CONSTRAINT; Schema: app; Owner: -
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: app; Owner: -
 --
 
-ALTER TABLE ONLY app.redemptions
-    ADD CONSTRAINT redemptions_voucher_id_key UNIQUE (voucher_id);
+ALTER TABLE ONLY app.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (id);
 
 --
 -- Name: staff staff_pkey; Type: CONSTRAINT; Schema: app; Owner: -
@@ -4849,6 +6451,24 @@ ALTER TABLE ONLY app.vouchers
 
 ALTER TABLE ONLY app.waba_error_rules
     ADD CONSTRAINT waba_error_rules_key UNIQUE NULLS NOT DISTINCT (code, code_last, subcode);
+
+--
+-- Name: audit_log_actor_id_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX audit_log_actor_id_idx ON app.audit_log USING btree (actor_id, id) WHERE (actor_id IS NOT NULL);
+
+--
+-- Name: audit_log_row_key_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX audit_log_row_key_idx ON app.audit_log USING gin (row_key jsonb_path_ops);
+
+--
+-- Name: audit_log_table_id_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX audit_log_table_id_idx ON app.audit_log USING btree (table_name, id);
 
 --
 -- Name: campaign_targets_campaign_id_id_idx; Type: INDEX; Schema: app; Owner: -
@@ -4929,10 +6549,28 @@ CREATE INDEX messages_claim_idx ON app.messages USING btree (channel_id, next_at
 CREATE INDEX messages_pending_idx ON app.messages USING btree (status, campaign_id) WHERE (status = ANY (ARRAY['queued'::text, 'held'::text, 'leased'::text]));
 
 --
+-- Name: redemptions_redeemed_at_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX redemptions_redeemed_at_idx ON app.redemptions USING btree (redeemed_at, id);
+
+--
+-- Name: redemptions_reversed_at_idx; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX redemptions_reversed_at_idx ON app.redemptions USING btree (reversed_at) WHERE (reversed_at IS NOT NULL);
+
+--
 -- Name: redemptions_station_time_idx; Type: INDEX; Schema: app; Owner: -
 --
 
 CREATE INDEX redemptions_station_time_idx ON app.redemptions USING btree (station_id, redeemed_at);
+
+--
+-- Name: redemptions_voucher_active_key; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE UNIQUE INDEX redemptions_voucher_active_key ON app.redemptions USING btree (voucher_id) WHERE (reversed_at IS NULL);
 
 --
 -- Name: staff_station_id_idx; Type: INDEX; Schema: app; Owner: -
@@ -4965,6 +6603,48 @@ CREATE INDEX vouchers_batch_id_id_idx ON app.vouchers USING btree (batch_id, id)
 CREATE INDEX vouchers_campaign_id_id_idx ON app.vouchers USING btree (campaign_id, id);
 
 --
+-- Name: campaigns campaigns_audit_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER campaigns_audit_insert AFTER INSERT ON app.campaigns FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id');
+
+--
+-- Name: campaigns campaigns_audit_update; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER campaigns_audit_update AFTER UPDATE ON app.campaigns FOR EACH ROW WHEN (((to_jsonb(old.*) - '{enqueue_cursor,dispatch_error,updated_at}'::text[]) IS DISTINCT FROM (to_jsonb(new.*) - '{enqueue_cursor,dispatch_error,updated_at}'::text[]))) EXECUTE FUNCTION app.audit_row_change('id', 'enqueue_cursor,dispatch_error,updated_at');
+
+--
+-- Name: campaigns campaigns_complete_guard; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER campaigns_complete_guard BEFORE UPDATE OF status ON app.campaigns FOR EACH ROW WHEN (((new.status = 'completed'::text) AND (old.status IS DISTINCT FROM 'completed'::text))) EXECUTE FUNCTION app.keep_campaign_with_pending_work();
+
+--
+-- Name: TRIGGER campaigns_complete_guard ON campaigns; Type: COMMENT; Schema: app; Owner: -
+--
+
+COMMENT ON TRIGGER campaigns_complete_guard ON app.campaigns IS 'A campaign completes only if, with a fresh snapshot, no message is pending and every target is enqueued.';
+
+--
+-- Name: channels channels_audit_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER channels_audit_insert AFTER INSERT ON app.channels FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id');
+
+--
+-- Name: channels channels_audit_update; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER channels_audit_update AFTER UPDATE ON app.channels FOR EACH ROW WHEN (((to_jsonb(old.*) - '{tokens,refilled_at,updated_at,effective_rate_per_minute,rate_decreased_at,rate_changed_at}'::text[]) IS DISTINCT FROM (to_jsonb(new.*) - '{tokens,refilled_at,updated_at,effective_rate_per_minute,rate_decreased_at,rate_changed_at}'::text[]))) EXECUTE FUNCTION app.audit_row_change('id', 'tokens,refilled_at,updated_at,effective_rate_per_minute,rate_decreased_at,rate_changed_at');
+
+--
+-- Name: consents consents_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER consents_audit AFTER INSERT OR DELETE OR UPDATE ON app.consents FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id');
+
+--
 -- Name: messages messages_cancelled_void_voucher; Type: TRIGGER; Schema: app; Owner: -
 --
 
@@ -4977,11 +6657,60 @@ CREATE TRIGGER messages_cancelled_void_voucher AFTER UPDATE OF status ON app.mes
 COMMENT ON TRIGGER messages_cancelled_void_voucher ON app.messages IS 'A message that becomes cancelled (never sent) voids its issued voucher.';
 
 --
+-- Name: opt_outs opt_outs_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER opt_outs_audit AFTER INSERT OR DELETE ON app.opt_outs FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('msisdn');
+
+--
+-- Name: portfolios portfolios_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER portfolios_audit AFTER INSERT OR UPDATE ON app.portfolios FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id');
+
+--
+-- Name: redemptions redemptions_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER redemptions_audit AFTER UPDATE ON app.redemptions FOR EACH ROW WHEN (((old.reversed_at IS NULL) AND (new.reversed_at IS NOT NULL))) EXECUTE FUNCTION app.audit_row_change('id');
+
+--
+-- Name: settings settings_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER settings_audit AFTER UPDATE ON app.settings FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id', 'updated_at');
+
+--
+-- Name: staff staff_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER staff_audit AFTER INSERT OR DELETE OR UPDATE ON app.staff FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('user_id');
+
+--
+-- Name: stations stations_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER stations_audit AFTER INSERT OR DELETE OR UPDATE ON app.stations FOR EACH ROW EXECUTE FUNCTION app.audit_row_change('id');
+
+--
+-- Name: vouchers vouchers_audit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER vouchers_audit AFTER UPDATE OF status ON app.vouchers FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND ((new.status = 'void'::text) OR (old.status = 'redeemed'::text)))) EXECUTE FUNCTION app.audit_row_change('id,code');
+
+--
 -- Name: campaign_targets campaign_targets_campaign_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
 --
 
 ALTER TABLE ONLY app.campaign_targets
     ADD CONSTRAINT campaign_targets_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES app.campaigns(id);
+
+--
+-- Name: campaign_targets campaign_targets_resend_of_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.campaign_targets
+    ADD CONSTRAINT campaign_targets_resend_of_fkey FOREIGN KEY (resend_of) REFERENCES app.campaign_targets(id);
 
 --
 -- Name: campaigns campaigns_channel_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
@@ -5110,6 +6839,12 @@ ALTER TABLE ONLY app.vouchers
     ADD CONSTRAINT vouchers_redeemed_station_id_fkey FOREIGN KEY (redeemed_station_id) REFERENCES app.stations(id);
 
 --
+-- Name: audit_log; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.audit_log ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: campaign_targets; Type: ROW SECURITY; Schema: app; Owner: -
 --
 
@@ -5138,6 +6873,12 @@ ALTER TABLE app.channel_spacing ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app.channels ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: consents; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.consents ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: dispatch_claims; Type: ROW SECURITY; Schema: app; Owner: -
@@ -5198,6 +6939,12 @@ ALTER TABLE app.portfolios ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE app.redemptions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: settings; Type: ROW SECURITY; Schema: app; Owner: -
+--
+
+ALTER TABLE app.settings ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: staff; Type: ROW SECURITY; Schema: app; Owner: -
@@ -5264,6 +7011,14 @@ GRANT ALL ON FUNCTION api.add_campaign_targets(campaign_id uuid, targets jsonb) 
 GRANT ALL ON FUNCTION api.add_campaign_targets(campaign_id uuid, targets jsonb) TO service_role;
 
 --
+-- Name: FUNCTION campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.campaign_funnel(campaign_id uuid, time_zone text, after date, page_size integer) TO service_role;
+
+--
 -- Name: FUNCTION campaign_stats(campaign_id uuid); Type: ACL; Schema: api; Owner: -
 --
 
@@ -5287,12 +7042,12 @@ REVOKE ALL ON FUNCTION api.claim_messages(channel_id uuid, max integer, lease_se
 GRANT ALL ON FUNCTION api.claim_messages(channel_id uuid, max integer, lease_seconds integer, worker text) TO service_role;
 
 --
--- Name: FUNCTION create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb); Type: ACL; Schema: api; Owner: -
+-- Name: FUNCTION create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb, requires_consent boolean); Type: ACL; Schema: api; Owner: -
 --
 
-REVOKE ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb) TO authenticated;
-GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb) TO service_role;
+REVOKE ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb, requires_consent boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb, requires_consent boolean) TO authenticated;
+GRANT ALL ON FUNCTION api.create_campaign(name text, amount_minor bigint, currency text, starts_at timestamp with time zone, expires_at timestamp with time zone, station_ids uuid[], channel_id uuid, template_name text, template_language text, template_params jsonb, requires_consent boolean) TO service_role;
 
 --
 -- Name: FUNCTION create_channel(phone_number_id text, display_name text, rate_per_minute integer, burst integer, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text); Type: ACL; Schema: api; Owner: -
@@ -5319,12 +7074,60 @@ GRANT ALL ON FUNCTION api.create_station(code text, name text, region text) TO a
 GRANT ALL ON FUNCTION api.create_station(code text, name text, region text) TO service_role;
 
 --
+-- Name: FUNCTION deactivate_staff(user_id uuid); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.deactivate_staff(user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.deactivate_staff(user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION api.deactivate_staff(user_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION deactivate_station(station_id uuid); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.deactivate_station(station_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.deactivate_station(station_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION api.deactivate_station(station_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION find_customer(msisdn text, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.find_customer(msisdn text, after bigint, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.find_customer(msisdn text, after bigint, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.find_customer(msisdn text, after bigint, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION get_settings(); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.get_settings() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_settings() TO authenticated;
+GRANT ALL ON FUNCTION api.get_settings() TO service_role;
+
+--
 -- Name: FUNCTION issue_vouchers(campaign_id uuid, count integer, idempotency_key text, expires_at timestamp with time zone); Type: ACL; Schema: api; Owner: -
 --
 
 REVOKE ALL ON FUNCTION api.issue_vouchers(campaign_id uuid, count integer, idempotency_key text, expires_at timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.issue_vouchers(campaign_id uuid, count integer, idempotency_key text, expires_at timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION api.issue_vouchers(campaign_id uuid, count integer, idempotency_key text, expires_at timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_audit_log(table_name text, row_key jsonb, actor_id uuid, since timestamp with time zone, until timestamp with time zone, after bigint, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION list_campaigns(status text, after uuid, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_campaigns(status text, after uuid, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_campaigns(status text, after uuid, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_campaigns(status text, after uuid, page_size integer) TO service_role;
 
 --
 -- Name: FUNCTION list_channels(); Type: ACL; Schema: api; Owner: -
@@ -5335,12 +7138,52 @@ GRANT ALL ON FUNCTION api.list_channels() TO authenticated;
 GRANT ALL ON FUNCTION api.list_channels() TO service_role;
 
 --
+-- Name: FUNCTION list_consents(msisdn text, source text, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_consents(msisdn text, source text, after bigint, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_consents(msisdn text, source text, after bigint, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_consents(msisdn text, source text, after bigint, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION list_messages(campaign_id uuid, status text, msisdn text, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_messages(campaign_id uuid, status text, msisdn text, after bigint, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_messages(campaign_id uuid, status text, msisdn text, after bigint, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_messages(campaign_id uuid, status text, msisdn text, after bigint, page_size integer) TO service_role;
+
+--
 -- Name: FUNCTION list_portfolios(); Type: ACL; Schema: api; Owner: -
 --
 
 REVOKE ALL ON FUNCTION api.list_portfolios() FROM PUBLIC;
 GRANT ALL ON FUNCTION api.list_portfolios() TO authenticated;
 GRANT ALL ON FUNCTION api.list_portfolios() TO service_role;
+
+--
+-- Name: FUNCTION list_redemptions(station_id uuid, since timestamp with time zone, until timestamp with time zone, status text, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_redemptions(station_id uuid, since timestamp with time zone, until timestamp with time zone, status text, after bigint, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_redemptions(station_id uuid, since timestamp with time zone, until timestamp with time zone, status text, after bigint, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_redemptions(station_id uuid, since timestamp with time zone, until timestamp with time zone, status text, after bigint, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION list_staff(role text, station_id uuid, active boolean, after uuid, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_staff(role text, station_id uuid, active boolean, after uuid, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_staff(role text, station_id uuid, active boolean, after uuid, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_staff(role text, station_id uuid, active boolean, after uuid, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION list_stations(active boolean, region text, after text, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.list_stations(active boolean, region text, after text, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_stations(active boolean, region text, after text, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.list_stations(active boolean, region text, after text, page_size integer) TO service_role;
 
 --
 -- Name: FUNCTION list_vouchers(campaign_id uuid, status text, batch_id uuid, after bigint, page_size integer); Type: ACL; Schema: api; Owner: -
@@ -5375,6 +7218,38 @@ GRANT ALL ON FUNCTION api.queue_health() TO authenticated;
 GRANT ALL ON FUNCTION api.queue_health() TO service_role;
 
 --
+-- Name: FUNCTION reactivate_staff(user_id uuid); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.reactivate_staff(user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reactivate_staff(user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION api.reactivate_staff(user_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION reactivate_station(station_id uuid); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.reactivate_station(station_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reactivate_station(station_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION api.reactivate_station(station_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION record_consent(msisdn text, source text, text_shown text, consented_at timestamp with time zone); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.record_consent(msisdn text, source text, text_shown text, consented_at timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_consent(msisdn text, source text, text_shown text, consented_at timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION api.record_consent(msisdn text, source text, text_shown text, consented_at timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION record_consents(consents jsonb); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.record_consents(consents jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_consents(consents jsonb) TO authenticated;
+GRANT ALL ON FUNCTION api.record_consents(consents jsonb) TO service_role;
+
+--
 -- Name: FUNCTION record_opt_out(msisdn text, source text); Type: ACL; Schema: api; Owner: -
 --
 
@@ -5403,12 +7278,12 @@ REVOKE ALL ON FUNCTION api.record_waba_statuses(statuses jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.record_waba_statuses(statuses jsonb) TO service_role;
 
 --
--- Name: FUNCTION redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone); Type: ACL; Schema: api; Owner: -
+-- Name: FUNCTION redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint); Type: ACL; Schema: api; Owner: -
 --
 
-REVOKE ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone) TO authenticated;
-GRANT ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) TO authenticated;
+GRANT ALL ON FUNCTION api.redeem_voucher(code text, idempotency_key text, station_id uuid, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) TO service_role;
 
 --
 -- Name: FUNCTION redeem_vouchers(items jsonb, station_id uuid); Type: ACL; Schema: api; Owner: -
@@ -5424,6 +7299,14 @@ GRANT ALL ON FUNCTION api.redeem_vouchers(items jsonb, station_id uuid) TO servi
 
 REVOKE ALL ON FUNCTION api.report_message_results(results jsonb, worker text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.report_message_results(results jsonb, worker text) TO service_role;
+
+--
+-- Name: FUNCTION resend_message(message_id bigint, idempotency_key text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.resend_message(message_id bigint, idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.resend_message(message_id bigint, idempotency_key text) TO authenticated;
+GRANT ALL ON FUNCTION api.resend_message(message_id bigint, idempotency_key text) TO service_role;
 
 --
 -- Name: FUNCTION resume_campaign(campaign_id uuid); Type: ACL; Schema: api; Owner: -
@@ -5458,6 +7341,22 @@ GRANT ALL ON FUNCTION api.set_staff(user_id uuid, role text, station_id uuid) TO
 GRANT ALL ON FUNCTION api.set_staff(user_id uuid, role text, station_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer) TO authenticated;
+GRANT ALL ON FUNCTION api.station_settlement(from_date date, to_date date, station_id uuid, currency text, time_zone text, after text, page_size integer) TO service_role;
+
+--
+-- Name: FUNCTION undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text) TO authenticated;
+GRANT ALL ON FUNCTION api.undo_redemption(reason text, idempotency_key text, redemption_id bigint, code text) TO service_role;
+
+--
 -- Name: FUNCTION update_channel(channel_id uuid, display_name text, rate_per_minute integer, burst integer, status text, min_recipient_interval_seconds integer, portfolio_id uuid, waba_id text, display_phone_number text); Type: ACL; Schema: api; Owner: -
 --
 
@@ -5472,6 +7371,14 @@ GRANT ALL ON FUNCTION api.update_channel(channel_id uuid, display_name text, rat
 REVOKE ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) TO authenticated;
 GRANT ALL ON FUNCTION api.update_portfolio(portfolio_id uuid, name text, messaging_tier text) TO service_role;
+
+--
+-- Name: FUNCTION update_settings(undo_window_seconds integer, resend_cooldown_seconds integer, max_resends_per_message integer); Type: ACL; Schema: api; Owner: -
+--
+
+REVOKE ALL ON FUNCTION api.update_settings(undo_window_seconds integer, resend_cooldown_seconds integer, max_resends_per_message integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.update_settings(undo_window_seconds integer, resend_cooldown_seconds integer, max_resends_per_message integer) TO authenticated;
+GRANT ALL ON FUNCTION api.update_settings(undo_window_seconds integer, resend_cooldown_seconds integer, max_resends_per_message integer) TO service_role;
 
 --
 -- Name: FUNCTION void_voucher(code text, reason text, idempotency_key text); Type: ACL; Schema: api; Owner: -
@@ -5500,6 +7407,18 @@ REVOKE ALL ON FUNCTION app.apply_error_effects(effects jsonb) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION app.apply_waba_statuses(statuses jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit(event text, table_name text, operation text, row_key jsonb, changes jsonb); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.audit(event text, table_name text, operation text, row_key jsonb, changes jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_row_change(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.audit_row_change() FROM PUBLIC;
 
 --
 -- Name: FUNCTION authorize(allowed text[]); Type: ACL; Schema: app; Owner: -
@@ -5548,6 +7467,18 @@ REVOKE ALL ON FUNCTION app.cancel_messages(message_ids bigint[], reason text) FR
 --
 
 REVOKE ALL ON FUNCTION app.channel_view(c app.channels) FROM PUBLIC;
+
+--
+-- Name: FUNCTION check_page_size(page_size integer); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.check_page_size(page_size integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION check_time_zone(time_zone text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.check_time_zone(time_zone text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION claim_channel_messages(channel_id uuid, max_messages integer, lease_seconds integer, worker text, at timestamp with time zone, wait boolean); Type: ACL; Schema: app; Owner: -
@@ -5670,6 +7601,12 @@ REVOKE ALL ON FUNCTION app.is_template_param_text(value text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app.issue_batch(campaign_id uuid, count integer, expires_at timestamp with time zone, issued_by uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION keep_campaign_with_pending_work(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.keep_campaign_with_pending_work() FROM PUBLIC;
+
+--
 -- Name: FUNCTION new_codes(n integer); Type: ACL; Schema: app; Owner: -
 --
 
@@ -5772,22 +7709,40 @@ REVOKE ALL ON FUNCTION app.raise_result_error(result jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION app.reclaim_expired_leases(max_messages integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_consents(consents jsonb, recorded_by uuid); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.record_consents(consents jsonb, recorded_by uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION recover_channel_rates(channel_ids uuid[], at timestamp with time zone); Type: ACL; Schema: app; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app.recover_channel_rates(channel_ids uuid[], at timestamp with time zone) FROM PUBLIC;
 
 --
--- Name: FUNCTION redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone); Type: ACL; Schema: app; Owner: -
+-- Name: FUNCTION redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint); Type: ACL; Schema: app; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION app.redeem_one(actor app.actor, station_id uuid, code text, idempotency_key text, client_redeemed_at timestamp with time zone, receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) FROM PUBLIC;
 
 --
 -- Name: FUNCTION redeem_station(actor app.actor, station_id uuid); Type: ACL; Schema: app; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app.redeem_station(actor app.actor, station_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION redemption_details_error(receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.redemption_details_error(receipt_ref text, pump text, quantity numeric, sale_amount_minor bigint) FROM PUBLIC;
+
+--
+-- Name: FUNCTION redemption_view(r app.redemptions); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.redemption_view(r app.redemptions) FROM PUBLIC;
 
 --
 -- Name: FUNCTION render_body_parameters(params jsonb, voucher_code text, amount_minor bigint, currency text, expires_at timestamp with time zone, campaign_name text, attributes jsonb); Type: ACL; Schema: app; Owner: -
@@ -5838,10 +7793,40 @@ REVOKE ALL ON FUNCTION app.seed_portfolio_usage(portfolio_id uuid, at timestamp 
 REVOKE ALL ON FUNCTION app.set_portfolio_tier(portfolio_id uuid, tier text, source text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION set_staff_active(actor app.actor, user_id uuid, active boolean); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.set_staff_active(actor app.actor, user_id uuid, active boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION set_station_active(station_id uuid, active boolean); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.set_station_active(station_id uuid, active boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION settings_view(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.settings_view() FROM PUBLIC;
+
+--
+-- Name: FUNCTION staff_row(s app.staff); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.staff_row(s app.staff) FROM PUBLIC;
+
+--
 -- Name: FUNCTION start_campaign(campaign_id uuid, chunk integer); Type: ACL; Schema: app; Owner: -
 --
 
 REVOKE ALL ON FUNCTION app.start_campaign(campaign_id uuid, chunk integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION station_row(s app.stations); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.station_row(s app.stations) FROM PUBLIC;
 
 --
 -- Name: FUNCTION stop_message_text(reason text, maybe_sent boolean); Type: ACL; Schema: app; Owner: -

@@ -21,7 +21,8 @@
  * - `Content-Profile` (POST) / `Accept-Profile` (GET) choose the schema;
  * - results: scalar → JSON value, composite → object, SETOF → array,
  *   void → 204 without body; `Accept: application/vnd.pgrst.object+json`
- *   (supabase-js `.single()`), `nulls=stripped` and `Prefer: count=exact`.
+ *   (supabase-js `.single()`), `nulls=stripped` and `Prefer: count=exact`;
+ *   `Accept: text/csv` (supabase-js `.csv()`) renders CSV as PostgREST does (`_csv.ts`).
  *
  * Row filters, `select=` shaping, ordering and paging of RPC results are not
  * implemented: they answer PGRST127 instead of being silently ignored.
@@ -47,6 +48,7 @@ import { findRoutine, matchesParams, noRpcError, type SchemaCache } from "./_sch
 import { type CallArgs, quoteIdent, rpcStatement } from "./_sql.ts";
 import { arrayDimensions, MAX_ARRAY_DIMS, MAX_JSON_DEPTH, nestingDepth } from "./_nesting.ts";
 import type { Routine } from "./_schema_cache.ts";
+import { CSV_CONTENT_TYPE, csvStatement, isCsvRange } from "./_csv.ts";
 
 /** What the RPC handler needs from the gateway. */
 export interface RpcContext {
@@ -65,7 +67,7 @@ const OPERATORS = new Set(
     "fts plfts phfts wfts not is in isdistinct").split(" "),
 );
 
-type Accept = { single: boolean; stripNulls: boolean };
+type Accept = { single: boolean; stripNulls: boolean; csv?: boolean };
 
 /** Picks the response media type from `Accept`, as PostgREST's content negotiation does. */
 function negotiate(accept: string | null): Accept {
@@ -83,6 +85,7 @@ function negotiate(accept: string | null): Accept {
     if (type === "application/vnd.pgrst.array+json" || type === "application/vnd.pgrst.array") {
       return { single: false, stripNulls };
     }
+    if (isCsvRange(type)) return { single: false, stripNulls: false, csv: true };
   }
   throw mediaTypeError(ranges);
 }
@@ -330,7 +333,7 @@ export async function handleRpc(
     ["request.cookies", cookiesJson(req)],
     ...(snapshot.roleSettings.get(auth.role) ?? []),
   ];
-  const statement = rpcStatement({
+  const statement = (accept.csv ? csvStatement : rpcStatement)({
     readOnly: isRead || routine.volatility !== "v",
     settings,
     routine,
@@ -367,7 +370,9 @@ export async function handleRpc(
     }
   }
   const headers: Record<string, string> = {
-    "Content-Type": accept.single
+    "Content-Type": accept.csv
+      ? CSV_CONTENT_TYPE
+      : accept.single
       ? "application/vnd.pgrst.object+json; charset=utf-8"
       : "application/json; charset=utf-8",
     "Content-Range": range,

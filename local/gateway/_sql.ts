@@ -63,7 +63,8 @@ export interface RpcStatement {
   stripNulls: boolean;
 }
 
-function callParts(routine: Routine, args: CallArgs): { call: string; from: string | null } {
+/** The call expression and, for named arguments, the FROM item that binds them. */
+export function callParts(routine: Routine, args: CallArgs): { call: string; from: string | null } {
   const fn = `${quoteIdent(routine.schema)}.${quoteIdent(routine.name)}`;
   if (args.kind === "whole") {
     return { call: `${fn}(${quoteLiteral(args.json)}::${routine.params[0].type})`, from: null };
@@ -123,8 +124,15 @@ export function mainQuery(s: RpcStatement): string {
   }::text as body from (select ${value} as pgrst_value${total} from ${items}${limit}) pgrst_t`;
 }
 
-/** The whole request as one multi-statement message (one round trip, one transaction). */
-export function rpcStatement(s: RpcStatement): string {
+/**
+ * The whole request as one multi-statement message (one round trip, one
+ * transaction); `query` renders the main query (JSON by default; `_csv.ts`
+ * passes its CSV form).
+ */
+export function rpcStatement(
+  s: RpcStatement,
+  query: (s: RpcStatement) => string = mainQuery,
+): string {
   const parts: string[] = [];
   if (s.readOnly) parts.push("set transaction read only");
   if (s.settings.length) {
@@ -137,6 +145,6 @@ export function rpcStatement(s: RpcStatement): string {
       }`,
     );
   }
-  parts.push(mainQuery(s));
+  parts.push(query(s));
   return parts.join(";\n");
 }

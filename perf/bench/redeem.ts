@@ -301,10 +301,10 @@ async function writesOnly(
         update app.vouchers v
         set status = 'redeemed', redeemed_at = now(), redeemed_station_id = station, redeemed_by = actor
         where v.code = app.normalize_code(bench_redeem_writes.code) and v.status = 'issued'
-        returning v.id
+        returning v.id, v.amount_minor, v.currency
       ), recorded as (
-        insert into app.redemptions (voucher_id, station_id, redeemed_by, idempotency_key)
-        select r.id, station, actor, bench_redeem_writes.key from redeemed r
+        insert into app.redemptions (voucher_id, station_id, redeemed_by, idempotency_key, amount_minor, currency)
+        select r.id, station, actor, bench_redeem_writes.key, r.amount_minor, r.currency from redeemed r
         where ${recordRedemption}
         returning id
       )

@@ -93,9 +93,9 @@ export const PLAN_CHECKS: PlanCheck[] = [
     rpc: "redeem_voucher (voucher_already_redeemed details)",
     table: "app.redemptions",
     sql: `select r.redeemed_at, r.station_id, s.code from app.redemptions r
-          join app.stations s on s.id = r.station_id where r.voucher_id = $1`,
+          join app.stations s on s.id = r.station_id where r.voucher_id = $1 and r.reversed_at is null`,
     params: (p) => [p.redeemedVoucherId],
-    expect: /redemptions_voucher_id_key/,
+    expect: /redemptions_voucher_active_key/,
   },
   {
     name: "idempotency key lookup",

@@ -272,11 +272,13 @@ export async function seedDataset(
           );
           // The redemption record the redeem RPC writes beside each redeemed voucher.
           await tx`
-            insert into app.redemptions (voucher_id, station_id, redeemed_by, redeemed_at, idempotency_key)
-            select v.id, v.redeemed_station_id, v.redeemed_by, v.redeemed_at, 'perf-seed-' || v.code
+            insert into app.redemptions (voucher_id, station_id, redeemed_by, redeemed_at, idempotency_key,
+                                         amount_minor, currency)
+            select v.id, v.redeemed_station_id, v.redeemed_by, v.redeemed_at, 'perf-seed-' || v.code,
+                   v.amount_minor, v.currency
             from app.vouchers v
             where v.batch_id = ${batch} and v.status = 'redeemed'
-            on conflict (voucher_id) do nothing`;
+            on conflict (voucher_id) where reversed_at is null do nothing`;
         }));
     }
 

@@ -4,8 +4,10 @@ begin;
 select plan(54);
 
 select has_table('app', 'redemptions', 'Redemptions are recorded in app.redemptions');
-select col_is_unique('app', 'redemptions', 'voucher_id',
-  'The schema itself forbids a second redemption of one voucher');
+select is((select pg_get_indexdef(i.indexrelid) from pg_index i
+           where i.indexrelid = 'app.redemptions_voucher_active_key'::regclass and i.indisunique),
+  'CREATE UNIQUE INDEX redemptions_voucher_active_key ON app.redemptions USING btree (voucher_id) WHERE (reversed_at IS NULL)',
+  'The schema itself forbids a second active redemption of one voucher');
 select is((select relrowsecurity from pg_class where oid = 'app.redemptions'::regclass), true,
   'Row level security is enabled on redemptions');
 

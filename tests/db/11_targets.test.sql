@@ -11,8 +11,9 @@ select tests.create_staff('admin@targets.test', 'admin') as admin \gset
 select has_table('app', 'campaign_targets', 'Table app.campaign_targets exists');
 select has_table('app', 'opt_outs', 'Table app.opt_outs exists');
 select col_is_pk('app', 'opt_outs', 'msisdn', 'An opt-out is global, one row per phone number');
-select has_index('app', 'campaign_targets', 'campaign_targets_campaign_msisdn_key', array['campaign_id', 'msisdn'],
-  'A number is a target of a campaign at most once (unique index)');
+select has_index('app', 'campaign_targets', 'campaign_targets_campaign_msisdn_key',
+  array['campaign_id', 'msisdn', 'resend_no'],
+  'A number is a target of a campaign at most once, its support resends numbered (unique index)');
 select has_index('app', 'campaign_targets', 'campaign_targets_campaign_id_id_idx', array['campaign_id', 'id'],
   'The enqueue job walks targets by (campaign_id, id)');
 select throws_ok(
@@ -64,10 +65,11 @@ select tests.authenticate_as(:'admin');
 -- Against existing targets ----------------------------------------------------------------------
 
 select is(api.add_campaign_targets(:'campaign_id', '["+254700000001", "+254700000002", "+254700000006"]'),
-  '{"inserted": 1, "duplicates": 2, "opted_out": 0, "invalid": []}'::jsonb,
+  '{"inserted": 1, "duplicates": 2, "opted_out": 0, "refused": [], "invalid": []}'::jsonb,
   'Numbers that are already targets count as duplicates');
 select is(api.add_campaign_targets(:'campaign_id', '[]'),
-  '{"inserted": 0, "duplicates": 0, "opted_out": 0, "invalid": []}'::jsonb, 'An empty array changes nothing');
+  '{"inserted": 0, "duplicates": 0, "opted_out": 0, "refused": [], "invalid": []}'::jsonb,
+  'An empty array changes nothing');
 
 -- Limits and errors -------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ select is(api.add_campaign_targets(:'camp', '[{"msisdn": "+254700800001", "first
                                               {"msisdn": "+254700800004", "first_name": "A\tB"},
                                               {"msisdn": "+254700800005", "first_name": 7},
                                               {"msisdn": "+254700800006", "first_name": {"x": 1}}]'),
-  jsonb_build_object('inserted', 2, 'duplicates', 0, 'opted_out', 0, 'invalid', jsonb_build_array(
+  jsonb_build_object('inserted', 2, 'duplicates', 0, 'opted_out', 0, 'refused', '[]'::jsonb, 'invalid', jsonb_build_array(
     jsonb_build_object('index', 1, 'value', '+254700800002', 'reason', 'missing_attribute', 'attribute', 'first_name'),
     jsonb_build_object('index', 2, 'value', jsonb_build_object('msisdn', '+254700800003', 'first_name', ''),
                        'reason', 'missing_attribute', 'attribute', 'first_name'),
