@@ -12,6 +12,7 @@
  * | `wait`          |                           | false   | answer with the summary instead of 202 |
  * | `channel_id`    |                           | all     | uuid              |
  * | `budget_ms`     | `DISPATCH_BUDGET_MS`      | 50 000  | 100 … 400 000     |
+ * | `max_messages`  | `DISPATCH_MAX_MESSAGES`   | 3 000   | 1 … 100 000       |
  * | `concurrency`   | `DISPATCH_CONCURRENCY`    | 16      | 1 … 64            |
  * | `batch_size`    | `DISPATCH_BATCH_SIZE`     | 50      | 1 … 1000          |
  * | `lease_seconds` | `DISPATCH_LEASE_SECONDS`  | 60      | 5 … 3600          |
@@ -22,7 +23,11 @@
  * The budget bounds claiming; sends in flight then finish (at most the WhatsApp
  * timeout) and are reported, so keep `budget_ms` + `WABA_TIMEOUT_MS` + a few
  * seconds under the runtime's wall-clock limit (150 s on Supabase's free plan,
- * 400 s on paid plans).
+ * 400 s on paid plans). `max_messages` bounds the run's CPU the same way: a
+ * run costs about 0.3–0.45 ms of CPU per message (perf/bench/dispatch_run.ts,
+ * perf/bench/top_tier.ts), and hosted Edge Functions get 2 s of CPU per
+ * request, so 3,000 messages (~1.4 s) stay under it; a channel faster than
+ * 3,000 messages per tick needs a faster tick, not a longer run (docs/deploy.md).
  *
  * @module
  */
@@ -42,6 +47,7 @@ export const TriggerSchema = z.object({
   wait: flag.optional(),
   channel_id: z.uuid().optional(),
   budget_ms: int(100, 400_000).optional(),
+  max_messages: int(1, 100_000).optional(),
   concurrency: int(1, 64).optional(),
   batch_size: int(1, 1000).optional(),
   lease_seconds: int(5, 3600).optional(),
@@ -55,6 +61,7 @@ export interface DispatchRequest {
   wait: boolean;
   channelId: string | null;
   budgetMs: number;
+  maxMessages: number;
   concurrency: number;
   batchSize: number;
   leaseSeconds: number;
@@ -66,6 +73,7 @@ export interface DispatchRequest {
 /** Defaults when neither the trigger nor the environment says otherwise. */
 export const DISPATCH_DEFAULTS = Object.freeze({
   budgetMs: 50_000,
+  maxMessages: 3_000,
   concurrency: 16,
   batchSize: 50,
   leaseSeconds: 60,
@@ -129,6 +137,8 @@ export async function parseTrigger(req: Request, get: EnvGetter): Promise<Dispat
     wait: t.wait ?? false,
     channelId: t.channel_id ?? null,
     budgetMs: t.budget_ms ?? envInt(get, "DISPATCH_BUDGET_MS", d.budgetMs, 100, 400_000),
+    maxMessages: t.max_messages ??
+      envInt(get, "DISPATCH_MAX_MESSAGES", d.maxMessages, 1, 100_000),
     concurrency: t.concurrency ?? envInt(get, "DISPATCH_CONCURRENCY", d.concurrency, 1, 64),
     batchSize: t.batch_size ?? envInt(get, "DISPATCH_BATCH_SIZE", d.batchSize, 1, 1000),
     leaseSeconds: t.lease_seconds ?? envInt(get, "DISPATCH_LEASE_SECONDS", d.leaseSeconds, 5, 3600),

@@ -1,6 +1,6 @@
 /**
  * One dispatch run: claim → send → report, until the queue is empty for this
- * run's channels or its time budget is spent.
+ * run's channels, its time budget is spent or it has claimed `maxMessages`.
  *
  * Shape: `concurrency` workers share a small buffer of claimed messages. A
  * worker that takes a message and sees the buffer below `concurrency` starts a
@@ -55,6 +55,8 @@ export interface RunOptions {
   channelId?: string | null;
   /** Stop claiming after this many ms; in-flight sends finish and are reported. */
   budgetMs: number;
+  /** Stop claiming once this many messages were claimed (bounds the run's CPU). */
+  maxMessages: number;
   /** Sends in flight at most. */
   concurrency: number;
   /** Messages per claim call. */
@@ -74,7 +76,7 @@ export interface RunSummary {
   run_id: string;
   worker: string;
   channel_id: string | null;
-  stop_reason: "queue_empty" | "budget_spent" | "aborted" | "error";
+  stop_reason: "queue_empty" | "budget_spent" | "message_cap" | "aborted" | "error";
   duration_ms: number;
   claim_calls: number;
   claimed: number;
@@ -119,7 +121,7 @@ function percentile(sorted: number[], p: number): number {
 
 /**
  * Runs until the queue is empty for the run's channels, the budget is spent,
- * or `signal` aborts. Never throws: failures end up in the summary.
+ * `maxMessages` are claimed, or `signal` aborts. Never throws: failures end up in the summary.
  *
  * @example
  * const summary = await runDispatch(options, { queue, send, worker: `dispatch:${options.runId}` });
@@ -176,6 +178,7 @@ export async function runDispatch(
     if (exhausted) return false;
     if (signal?.aborted) stop("aborted");
     else if (Date.now() >= deadline) stop("budget_spent");
+    else if (summary.claimed >= opts.maxMessages) stop("message_cap");
     return !exhausted;
   };
 
@@ -186,7 +189,7 @@ export async function runDispatch(
         summary.claim_calls++;
         batch = await queue.claim({
           channelId: opts.channelId,
-          max: opts.batchSize,
+          max: Math.min(opts.batchSize, opts.maxMessages - summary.claimed),
           leaseSeconds: opts.leaseSeconds,
         });
         dbFailures = 0;

@@ -166,6 +166,7 @@ export function createDispatchHandler(
           runId,
           channelId: options.channelId,
           budgetMs: options.budgetMs,
+          maxMessages: options.maxMessages,
           concurrency: options.concurrency,
           batchSize: options.batchSize,
           leaseSeconds: options.leaseSeconds,

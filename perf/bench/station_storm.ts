@@ -26,7 +26,7 @@
  *
  * Usage (the stack must be up: `deno task start`):
  *   deno run -A perf/bench/station_storm.ts [--stations 1000] [--items 20] [--live-rate 2.5]
- *     [--naive-batch 5] [--workers 16] [--deadline 180] [--out DIR]
+ *     [--naive-batch 5] [--workers 16] [--deadline 180] [--reconnect-jitter 1000] [--out DIR]
  * Keep --stations small (e.g. 50) on a shared machine; the full run is for a quiet one.
  *
  * @module
@@ -61,6 +61,7 @@ const { values: args } = parseArgs({
     workers: { type: "string", default: "16" },
     "capacity-items": { type: "string" },
     deadline: { type: "string", default: "180" },
+    "reconnect-jitter": { type: "string", default: "1000" },
     out: { type: "string" },
   },
 });
@@ -75,6 +76,8 @@ const CAPACITY_ITEMS = Number(
   args["capacity-items"] ?? Math.max(N * M, 10_000),
 );
 const DEADLINE_MS = Number(args.deadline) * 1000;
+/** The library's random wait after reconnecting (its default: 1,000 ms). */
+const RECONNECT_JITTER_MS = Number(args["reconnect-jitter"]);
 const BUCKET_S = 0.5;
 const OUT = args.out ??
   join(
@@ -343,7 +346,13 @@ async function storm(
       const q = new RedeemQueue({
         api: st.api,
         store: new MemoryQueueStore(),
-        lock: new MemoryFlushLock(), // each station is its own device
+        // Each station is its own device: its own flush lock, and its own name, so
+        // the queues in this one process do not hear each other's cross-tab
+        // BroadcastChannel (1,000 queues on one name is a million deliveries per
+        // round of changes, which only this process, never a device, would see).
+        lock: new MemoryFlushLock(),
+        name: `storm-station-${st.op.stationId}`,
+        reconnectJitterMs: RECONNECT_JITTER_MS,
         isOnline: () => online.value,
         events,
         pollMs: 5_000,

@@ -121,6 +121,8 @@ if (import.meta.main) {
         runId,
         channelId: fx.channelId,
         budgetMs: 400_000,
+        // Unbounded here: the benchmark measures what a run costs, so it can size the cap.
+        maxMessages: TARGETS,
         concurrency: CONCURRENCY,
         batchSize: 100,
         leaseSeconds: 60,

@@ -98,7 +98,9 @@ export function renderChart(input: ChartInput): string {
   }
   const total = n * input.bucketSeconds;
   for (let k = 0; k <= 6; k++) {
-    const sec = Math.round((total * k) / 6);
+    // Whole seconds for runs of minutes; one decimal when the run is short
+    // enough that rounding would print the same second twice.
+    const sec = +((total * k) / 6).toFixed(total >= 60 ? 0 : 1);
     const xx = PAD_L + (k / 6) * plotW;
     out.push(
       `<text x="${xx}" y="${bot0 + BOT_H + 16}" text-anchor="middle" fill="#555">${sec}s</text>`,

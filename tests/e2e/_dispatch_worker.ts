@@ -30,6 +30,7 @@ const summary = await runDispatch({
   runId,
   channelId: args.channelId ?? null,
   budgetMs: args.budgetMs ?? 30_000,
+  maxMessages: args.maxMessages ?? 100_000,
   concurrency: args.concurrency ?? 4,
   batchSize: args.batchSize ?? 20,
   leaseSeconds: args.leaseSeconds ?? 60,

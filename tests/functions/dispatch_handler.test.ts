@@ -60,6 +60,7 @@ function runOptions(overrides: Partial<RunOptions> = {}): RunOptions {
   return {
     runId: "test-run",
     budgetMs: 10_000,
+    maxMessages: 100_000,
     concurrency: 4,
     batchSize: 10,
     leaseSeconds: 60,
@@ -437,6 +438,32 @@ Deno.test("runDispatch() stops claiming when its budget is spent and reports wha
     assert.equal(summary.sent + summary.released, summary.claimed);
     assert.equal(summary.report.applied, summary.claimed, "nothing claimed is left unreported");
     assert.equal(fake.messages().length, summary.sent);
+  });
+});
+
+Deno.test("runDispatch() claims at most max_messages, then stops and reports them all", async () => {
+  await withFake({ latency: { kind: "fixed", ms: 2 } }, async (fake, env) => {
+    let next = 1;
+    const queue = new FakeQueue([]);
+    const claim = queue.claim.bind(queue);
+    const asked: number[] = [];
+    queue.claim = (o) => { // an endless queue
+      asked.push(o.max);
+      queue.waiting.push(...messages(o.max, next));
+      next += o.max;
+      return claim(o);
+    };
+    const summary = await runDispatch(runOptions({ maxMessages: 25, batchSize: 10 }), {
+      queue,
+      send: createSender(wabaConfigFromEnv(env)),
+      worker: "w",
+    });
+    assert.equal(summary.stop_reason, "message_cap");
+    assert.equal(summary.claimed, 25, "the last claim asks only for what the cap leaves");
+    assert.deepEqual(asked, [10, 10, 5]);
+    assert.equal(summary.sent, 25);
+    assert.equal(summary.report.applied, 25, "nothing claimed is left unreported");
+    assert.equal(fake.messages().length, 25);
   });
 });
 

@@ -27,21 +27,36 @@ Deno.test("parseTrigger() uses the defaults, then the environment, then the body
     ...DISPATCH_DEFAULTS,
   });
   const env = (n: string) =>
-    ({ DISPATCH_BUDGET_MS: "20000", DISPATCH_CONCURRENCY: "8" } as Record<string, string>)[n];
+    ({
+      DISPATCH_BUDGET_MS: "20000",
+      DISPATCH_CONCURRENCY: "8",
+      DISPATCH_MAX_MESSAGES: "900",
+    } as Record<
+      string,
+      string
+    >)[n];
   const t = await parseTrigger(
     post("?concurrency=2&wait=1", '{"concurrency": 3, "batch_size": 7, "source": "local-ticker"}'),
     env,
   );
   assert.deepEqual(
-    [t.budgetMs, t.concurrency, t.batchSize, t.wait],
-    [20_000, 2, 7, true],
+    [t.budgetMs, t.maxMessages, t.concurrency, t.batchSize, t.wait],
+    [20_000, 900, 2, 7, true],
   );
   assert.equal((await parseTrigger(post("", '{"wait": true}'), none)).wait, true);
   assert.equal((await parseTrigger(post("?wait=0"), none)).wait, false);
 });
 
 Deno.test("parseTrigger() rejects out-of-range options (400) and a broken environment (500)", async () => {
-  for (const q of ["?budget_ms=50", "?concurrency=65", "?lease_seconds=4", "?batch_size=1001"]) {
+  for (
+    const q of [
+      "?budget_ms=50",
+      "?concurrency=65",
+      "?lease_seconds=4",
+      "?batch_size=1001",
+      "?max_messages=0",
+    ]
+  ) {
     await assert.rejects(
       parseTrigger(post(q), () => undefined),
       (e) => e instanceof TriggerError && e.status === 400,
