@@ -11,7 +11,7 @@
 --   claim        channels' token bucket (tokens, refilled_at),
 --   enqueue      campaigns' enqueue_cursor / dispatch_error,
 --   report       messages (not audited at all).
--- tests/db/24_audit_log proves a redeem, a claim, a report and an enqueue write
+-- tests/db/22_audit_log proves a redeem, a claim, a report and an enqueue write
 -- no audit row. Two changes are audited explicitly, with app.audit, because no
 -- trigger can tell them apart: an admin's issuance (api.issue_vouchers; the
 -- enqueue issues vouchers through the same insert) and a support resend.

@@ -198,7 +198,14 @@ select tests.fixture_channel('300000004', 6000, 100) as left_channel \gset
 select tests.fixture_channel('300000005', 6000, 100) as right_channel \gset
 select tests.fixture_campaign(:'left_channel', array['+254730000001', '+254730000002']) is not null as l \gset
 select tests.fixture_campaign(:'right_channel', array['+254740000001', '+254740000002']) is not null as r \gset
-update app.channels set status = 'paused' where id not in (:'left_channel', :'right_channel');
+-- Every other active channel is paused for this check, and only those are resumed after it
+-- (a channel the circuit breaker paused, with its reason, stays as it is).
+create temp table paused_here on commit drop as
+with paused as (
+  update app.channels set status = 'paused'
+  where status = 'active' and id not in (:'left_channel', :'right_channel') returning id
+)
+select id from paused;
 select tests.authenticate_as_service_role();
 select set_eq(
   $$select m.phone_number_id, count(*)::integer from api.claim_messages(null, 10) m
@@ -212,7 +219,7 @@ select is(tests.error_code('select api.claim_messages(null, 10, 1)'), 'invalid_c
 select is(tests.error_code('select api.claim_messages(gen_random_uuid())'), 'channel_not_found',
   'Claiming from an unknown channel is channel_not_found');
 select tests.clear_authentication();
-update app.channels set status = 'active';
+update app.channels set status = 'active' where id in (select id from paused_here);
 
 -- Lease expiry -----------------------------------------------------------------------------------------------
 

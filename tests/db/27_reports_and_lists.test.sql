@@ -10,13 +10,14 @@ select tests.create_staff('op@reports', 'station_operator', tests.create_station
 select id as sa from app.stations where code = 'REP-A' \gset
 select tests.create_station('REP-B') as sb \gset
 
--- Redemptions on known days ---------------------------------------------------------------------------
--- REP-A, 2026-11-10: three KES 25.00 (one with till details) and one UGX 5,000;
--- REP-B, 2026-11-10: one KES 25.00, undone on 2026-11-11 (a reversal that day);
--- REP-A, 2026-11-11 at 22:30 UTC: one KES 25.00 (2026-11-12 in Nairobi, UTC+3).
+-- Redemptions on known days, years back: benchmarks seed redemptions over the last 90 days into the
+-- same database (perf/seed/redemptions.ts), and these totals must see only this spec's rows. --------
+-- REP-A, 2019-03-10: three KES 25.00 (one with till details) and one UGX 5,000;
+-- REP-B, 2019-03-10: one KES 25.00, undone on 2019-03-11 (a reversal that day);
+-- REP-A, 2019-03-11 at 22:30 UTC: one KES 25.00 (2019-03-12 in Nairobi, UTC+3).
 insert into app.campaigns (id, name, amount_minor, currency, starts_at) values
-  ('00000000-0000-4000-8000-00000025c001', 'Rep KES', 2500, 'KES', '2026-11-01'),
-  ('00000000-0000-4000-8000-00000025c002', 'Rep UGX', 5000, 'UGX', '2026-11-01');
+  ('00000000-0000-4000-8000-00000025c001', 'Rep KES', 2500, 'KES', '2019-03-01'),
+  ('00000000-0000-4000-8000-00000025c002', 'Rep UGX', 5000, 'UGX', '2019-03-01');
 select app.issue_batch('00000000-0000-4000-8000-00000025c001', 5) is not null as k \gset
 select app.issue_batch('00000000-0000-4000-8000-00000025c002', 1) is not null as u \gset
 create temporary table rep_v as
@@ -27,16 +28,16 @@ insert into app.redemptions (voucher_id, station_id, redeemed_at, idempotency_ke
 select v.id, x.station, x.at, 'rep-' || r.n, v.amount_minor, v.currency, x.quantity, x.sale, x.receipt
 from rep_v r join app.vouchers v on v.id = r.id
 join (values
-  (1, :'sa'::uuid, '2026-11-10T08:00:00Z'::timestamptz, 20.5, 300000, 'T-1'),
-  (2, :'sa'::uuid, '2026-11-10T09:00:00Z'::timestamptz, null, null, null),
-  (3, :'sa'::uuid, '2026-11-10T10:00:00Z'::timestamptz, null, null, null),
-  (4, :'sb'::uuid, '2026-11-10T11:00:00Z'::timestamptz, null, null, null),
-  (5, :'sa'::uuid, '2026-11-11T22:30:00Z'::timestamptz, null, null, null),
-  (6, :'sa'::uuid, '2026-11-10T12:00:00Z'::timestamptz, null, null, null)
+  (1, :'sa'::uuid, '2019-03-10T08:00:00Z'::timestamptz, 20.5, 300000, 'T-1'),
+  (2, :'sa'::uuid, '2019-03-10T09:00:00Z'::timestamptz, null, null, null),
+  (3, :'sa'::uuid, '2019-03-10T10:00:00Z'::timestamptz, null, null, null),
+  (4, :'sb'::uuid, '2019-03-10T11:00:00Z'::timestamptz, null, null, null),
+  (5, :'sa'::uuid, '2019-03-11T22:30:00Z'::timestamptz, null, null, null),
+  (6, :'sa'::uuid, '2019-03-10T12:00:00Z'::timestamptz, null, null, null)
 ) x(n, station, at, quantity, sale, receipt) on x.n = r.n;
 update app.vouchers v set status = 'redeemed', redeemed_at = r.redeemed_at, redeemed_station_id = r.station_id
 from app.redemptions r where r.voucher_id = v.id and r.idempotency_key like 'rep-%';
-update app.redemptions set reversed_at = '2026-11-11T09:00:00Z', reversal_reason = 'test'
+update app.redemptions set reversed_at = '2019-03-11T09:00:00Z', reversal_reason = 'test'
 where idempotency_key = 'rep-4';
 
 -- Settlement --------------------------------------------------------------------------------------------
@@ -45,57 +46,57 @@ select tests.authenticate_as(:'admin');
 select is(
   (select array_agg(format('%s %s %s: %s x %s, %s reversed %s, net %s', day, station_code, currency, redemptions,
                            amount_minor, reversals, reversed_amount_minor, net_amount_minor) order by cursor)
-   from api.station_settlement('2026-11-10', '2026-11-12') where station_code like 'REP-%'),
-  array['2026-11-10 REP-A KES: 3 x 7500, 0 reversed 0, net 7500',
-        '2026-11-10 REP-A UGX: 1 x 5000, 0 reversed 0, net 5000',
-        '2026-11-10 REP-B KES: 1 x 2500, 0 reversed 0, net 2500',
-        '2026-11-11 REP-A KES: 1 x 2500, 0 reversed 0, net 2500',
-        '2026-11-11 REP-B KES: 0 x 0, 1 reversed 2500, net -2500'],
+   from api.station_settlement('2019-03-10', '2019-03-12') where station_code like 'REP-%'),
+  array['2019-03-10 REP-A KES: 3 x 7500, 0 reversed 0, net 7500',
+        '2019-03-10 REP-A UGX: 1 x 5000, 0 reversed 0, net 5000',
+        '2019-03-10 REP-B KES: 1 x 2500, 0 reversed 0, net 2500',
+        '2019-03-11 REP-A KES: 1 x 2500, 0 reversed 0, net 2500',
+        '2019-03-11 REP-B KES: 0 x 0, 1 reversed 2500, net -2500'],
   'Settlement: per day, station and currency, the count and amount redeemed and the reversals of that day');
-select is((select (quantity, sale_amount_minor)::text from api.station_settlement('2026-11-10', '2026-11-10')
+select is((select (quantity, sale_amount_minor)::text from api.station_settlement('2019-03-10', '2019-03-10')
            where station_code = 'REP-A' and currency = 'KES'),
   '(20.500,300000)', 'and the till''s quantity and sale amount, where recorded');
 select is((select array_agg(day::text || ' ' || station_code order by cursor)
-           from api.station_settlement('2026-11-10', '2026-11-12', time_zone => 'Africa/Nairobi')
+           from api.station_settlement('2019-03-10', '2019-03-12', time_zone => 'Africa/Nairobi')
            where station_code = 'REP-A' and currency = 'KES'),
-  array['2026-11-10 REP-A', '2026-11-12 REP-A'], 'Days are calendar days in the time zone asked for');
-select is((select count(*)::integer from api.station_settlement('2026-11-10', '2026-11-12', station_id => :'sb')), 2,
+  array['2019-03-10 REP-A', '2019-03-12 REP-A'], 'Days are calendar days in the time zone asked for');
+select is((select count(*)::integer from api.station_settlement('2019-03-10', '2019-03-12', station_id => :'sb')), 2,
   'One station''s settlement');
-select is((select count(*)::integer from api.station_settlement('2026-11-10', '2026-11-12', currency => 'ugx')), 1,
+select is((select count(*)::integer from api.station_settlement('2019-03-10', '2019-03-12', currency => 'ugx')), 1,
   'One currency''s settlement');
-select cursor as first_cursor from api.station_settlement('2026-11-10', '2026-11-12', page_size => 2)
+select cursor as first_cursor from api.station_settlement('2019-03-10', '2019-03-12', page_size => 2)
   where station_code like 'REP-%' order by cursor desc limit 1 \gset
-select is((select array_agg(cursor order by cursor) from api.station_settlement('2026-11-10', '2026-11-12',
+select is((select array_agg(cursor order by cursor) from api.station_settlement('2019-03-10', '2019-03-12',
              after => :'first_cursor', page_size => 2) where station_code like 'REP-%'),
-  array['2026-11-10|REP-B|KES', '2026-11-11|REP-A|KES'], 'Pages follow the cursor');
-select is(tests.error_code($$select * from api.station_settlement('2026-11-12', '2026-11-10')$$), 'invalid_date_range',
+  array['2019-03-10|REP-B|KES', '2019-03-11|REP-A|KES'], 'Pages follow the cursor');
+select is(tests.error_code($$select * from api.station_settlement('2019-03-12', '2019-03-10')$$), 'invalid_date_range',
   'from_date after to_date is refused');
-select is(tests.error_code($$select * from api.station_settlement('2025-01-01', '2026-11-10')$$), 'invalid_date_range',
+select is(tests.error_code($$select * from api.station_settlement('2018-01-01', '2019-03-10')$$), 'invalid_date_range',
   'A range longer than a year is refused');
-select is(tests.error_code($$select * from api.station_settlement('2026-11-10', '2026-11-12', time_zone => 'Mars/Olympus')$$),
+select is(tests.error_code($$select * from api.station_settlement('2019-03-10', '2019-03-12', time_zone => 'Mars/Olympus')$$),
   'invalid_time_zone', 'An unknown time zone is refused');
-select is(tests.error_code($$select * from api.station_settlement('2026-11-10', '2026-11-12', after => 'garbage')$$),
+select is(tests.error_code($$select * from api.station_settlement('2019-03-10', '2019-03-12', after => 'garbage')$$),
   'invalid_cursor', 'A malformed cursor is refused');
-select is(tests.error_code($$select * from api.station_settlement('2026-11-10', '2026-11-12', page_size => 501)$$),
+select is(tests.error_code($$select * from api.station_settlement('2019-03-10', '2019-03-12', page_size => 501)$$),
   'invalid_page_size', 'A page holds at most 500 rows');
 select tests.authenticate_as(:'operator');
-select is(tests.error_code($$select * from api.station_settlement('2026-11-10', '2026-11-12')$$), 'not_authorized',
+select is(tests.error_code($$select * from api.station_settlement('2019-03-10', '2019-03-12')$$), 'not_authorized',
   'A station operator cannot read the settlement');
 
 -- Redemptions -------------------------------------------------------------------------------------------
 
 select tests.authenticate_as(:'admin');
 select is((select array_agg(receipt_ref order by id) from api.list_redemptions(station_id => :'sa',
-             since => '2026-11-10', until => '2026-11-11')),
+             since => '2019-03-10', until => '2019-03-11')),
   array['T-1', null, null, null], 'list_redemptions lists a station''s redemptions over a period, details included');
-select is((select count(*)::integer from api.list_redemptions(since => '2026-11-10', until => '2026-11-13')), 6,
+select is((select count(*)::integer from api.list_redemptions(since => '2019-03-10', until => '2019-03-13')), 6,
   'and every station''s');
-select is((select reversal_reason from api.list_redemptions(status => 'reversed', since => '2026-11-10',
-             until => '2026-11-13')), 'test', 'It filters undone redemptions');
-select max(id) as page_last from (select id from api.list_redemptions(since => '2026-11-10', until => '2026-11-13',
+select is((select reversal_reason from api.list_redemptions(status => 'reversed', since => '2019-03-10',
+             until => '2019-03-13')), 'test', 'It filters undone redemptions');
+select max(id) as page_last from (select id from api.list_redemptions(since => '2019-03-10', until => '2019-03-13',
   page_size => 4)) p \gset
 select is((select array_agg(to_char(redeemed_at at time zone 'UTC', 'DD HH24') order by redeemed_at)
-           from api.list_redemptions(since => '2026-11-10', until => '2026-11-13', after => :page_last)),
+           from api.list_redemptions(since => '2019-03-10', until => '2019-03-13', after => :page_last)),
   array['10 12', '11 22'], 'Pages are in time order and follow the last row''s id');
 select is(tests.error_code('select * from api.list_redemptions(after => -1)'), 'invalid_cursor',
   'An unknown cursor is refused');
@@ -116,17 +117,17 @@ select is(tests.error_code($$select * from api.list_campaigns(status => 'finishe
 
 select tests.clear_authentication();
 select tests.fixture_campaign(array['+254781000001', '+254781000002', '+254781000003']) as fc \gset
-update app.campaign_targets set created_at = '2026-11-20T10:00:00Z' where campaign_id = :'fc';
+update app.campaign_targets set created_at = '2019-03-20T10:00:00Z' where campaign_id = :'fc';
 select array_agg(m.id order by m.id) as fm from app.messages m where m.campaign_id = :'fc' \gset
-update app.messages set status = 'read', wamid = 'wamid.f.' || id, sent_at = '2026-11-20T10:01:00Z',
-  delivered_at = '2026-11-20T10:02:00Z', read_at = '2026-11-21T08:00:00Z' where id = (:'fm'::bigint[])[1];
-update app.messages set status = 'delivered', wamid = 'wamid.f.' || id, sent_at = '2026-11-20T10:01:00Z',
-  delivered_at = '2026-11-20T10:02:00Z' where id = (:'fm'::bigint[])[2];
-update app.messages set status = 'failed', failed_at = '2026-11-20T10:03:00Z' where id = (:'fm'::bigint[])[3];
+update app.messages set status = 'read', wamid = 'wamid.f.' || id, sent_at = '2019-03-20T10:01:00Z',
+  delivered_at = '2019-03-20T10:02:00Z', read_at = '2019-03-21T08:00:00Z' where id = (:'fm'::bigint[])[1];
+update app.messages set status = 'delivered', wamid = 'wamid.f.' || id, sent_at = '2019-03-20T10:01:00Z',
+  delivered_at = '2019-03-20T10:02:00Z' where id = (:'fm'::bigint[])[2];
+update app.messages set status = 'failed', failed_at = '2019-03-20T10:03:00Z' where id = (:'fm'::bigint[])[3];
 insert into app.redemptions (voucher_id, station_id, redeemed_at, idempotency_key, amount_minor, currency)
-select m.voucher_id, :'sa', '2026-11-22T10:00:00Z', 'fun-1', 1000, 'KES' from app.messages m
+select m.voucher_id, :'sa', '2019-03-22T10:00:00Z', 'fun-1', 1000, 'KES' from app.messages m
 where m.id = (:'fm'::bigint[])[1];
-update app.vouchers set status = 'redeemed', redeemed_at = '2026-11-22T10:00:00Z', redeemed_station_id = :'sa'
+update app.vouchers set status = 'redeemed', redeemed_at = '2019-03-22T10:00:00Z', redeemed_station_id = :'sa'
 where id = (select voucher_id from app.messages where id = (:'fm'::bigint[])[1]);
 select app.format_code(v.code) as fcode1 from app.vouchers v join app.messages m on m.voucher_id = v.id
 where m.id = (:'fm'::bigint[])[1] \gset
@@ -135,12 +136,12 @@ select tests.authenticate_as(:'admin');
 select is((select array_agg(format('%s: %s targets, %s sent, %s delivered, %s read, %s failed, %s redeemed',
                                    day, targets, sent, delivered, read, failed, redeemed) order by day)
            from api.campaign_funnel(:'fc')),
-  array['2026-11-20: 3 targets, 2 sent, 2 delivered, 0 read, 1 failed, 0 redeemed',
-        '2026-11-21: 0 targets, 0 sent, 0 delivered, 1 read, 0 failed, 0 redeemed',
-        '2026-11-22: 0 targets, 0 sent, 0 delivered, 0 read, 0 failed, 1 redeemed'],
+  array['2019-03-20: 3 targets, 2 sent, 2 delivered, 0 read, 1 failed, 0 redeemed',
+        '2019-03-21: 0 targets, 0 sent, 0 delivered, 1 read, 0 failed, 0 redeemed',
+        '2019-03-22: 0 targets, 0 sent, 0 delivered, 0 read, 0 failed, 1 redeemed'],
   'The funnel counts targets → sent → delivered → read → redeemed on the day each happened');
-select is((select array_agg(day order by day) from api.campaign_funnel(:'fc', after => '2026-11-20', page_size => 1)),
-  array['2026-11-21'::date], 'The funnel pages by day');
+select is((select array_agg(day order by day) from api.campaign_funnel(:'fc', after => '2019-03-20', page_size => 1)),
+  array['2019-03-21'::date], 'The funnel pages by day');
 select is(tests.error_code('select * from api.campaign_funnel(gen_random_uuid())'), 'campaign_not_found',
   'An unknown campaign is campaign_not_found');
 
