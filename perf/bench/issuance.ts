@@ -42,12 +42,15 @@ try {
 
   const [{ id: batchId }] = await sql`
     insert into app.voucher_batches (campaign_id, issued) values (${campaignId}, 5000) returning id`;
-  await sql`drop table if exists public.bench_vouchers_floor, public.bench_vouchers_floor_nofk`;
-  await sql`create table public.bench_vouchers_floor (like app.vouchers including all)`;
+  // The floor tables live in a schema of the benchmark's own: `postgres` may not create
+  // tables in `public` (owned by pg_database_owner), as on Supabase.
+  await sql`create schema if not exists bench`;
+  await sql`drop table if exists bench.vouchers_floor, bench.vouchers_floor_nofk`;
+  await sql`create table bench.vouchers_floor (like app.vouchers including all)`;
   await sql`
-    alter table public.bench_vouchers_floor add foreign key (batch_id, campaign_id)
+    alter table bench.vouchers_floor add foreign key (batch_id, campaign_id)
       references app.voucher_batches (id, campaign_id)`;
-  await sql`create table public.bench_vouchers_floor_nofk (like app.vouchers including all)`;
+  await sql`create table bench.vouchers_floor_nofk (like app.vouchers including all)`;
 
   const rpc: number[] = [];
   const floor: number[] = [];
@@ -62,16 +65,16 @@ try {
     const rawInsert = (table: string) =>
       timed(() =>
         sql.unsafe(
-          `insert into public.${table} (code, campaign_id, batch_id, amount_minor, currency, expires_at)
+          `insert into bench.${table} (code, campaign_id, batch_id, amount_minor, currency, expires_at)
            select upper(substr(replace(gen_random_uuid()::text, '-', ''), 1, 15)), $1, $2, 1000, 'KES',
                   now() + interval '90 days'
            from generate_series(1, 5000)`,
           [campaignId, batchId],
         )
       );
-    await sql`truncate public.bench_vouchers_floor, public.bench_vouchers_floor_nofk`;
-    const tFloor = await rawInsert("bench_vouchers_floor");
-    const tFloorNoFk = await rawInsert("bench_vouchers_floor_nofk");
+    await sql`truncate bench.vouchers_floor, bench.vouchers_floor_nofk`;
+    const tFloor = await rawInsert("vouchers_floor");
+    const tFloorNoFk = await rawInsert("vouchers_floor_nofk");
     if (i >= 2) { // the first two runs warm caches and plans
       rpc.push(tRpc);
       floor.push(tFloor);
@@ -113,7 +116,7 @@ try {
     } codes/s`,
   );
 
-  await sql`drop table public.bench_vouchers_floor, public.bench_vouchers_floor_nofk`;
+  await sql`drop schema bench cascade`;
 } finally {
   await sql.end();
 }

@@ -222,19 +222,30 @@ async function pgbench(script: string) {
   };
 }
 
+/**
+ * The benchmark's own tables live in schema `bench`, which it creates: `postgres`
+ * may create schemas in the database but, as on Supabase, not tables in `public`
+ * (owned by pg_database_owner).
+ */
+async function benchSchema() {
+  await sql`create schema if not exists bench`;
+  await sql`grant usage on schema bench to authenticated`;
+}
+
 /** (c) The floor: a one-row UPDATE by primary key on a 100k-row table. */
 async function updateFloor() {
-  await sql`drop table if exists public.bench_update_floor`;
-  await sql`create table public.bench_update_floor (id integer primary key, n bigint not null default 0)`;
-  await sql`insert into public.bench_update_floor (id) select generate_series(1, 100000)`;
-  await sql`vacuum analyze public.bench_update_floor`;
+  await benchSchema();
+  await sql`drop table if exists bench.update_floor`;
+  await sql`create table bench.update_floor (id integer primary key, n bigint not null default 0)`;
+  await sql`insert into bench.update_floor (id) select generate_series(1, 100000)`;
+  await sql`vacuum analyze bench.update_floor`;
   await superuser`checkpoint`;
   try {
     return await pgbench(
-      "\\set id random(1, 100000)\nUPDATE public.bench_update_floor SET n = n + 1 WHERE id = :id;\n",
+      "\\set id random(1, 100000)\nUPDATE bench.update_floor SET n = n + 1 WHERE id = :id;\n",
     );
   } finally {
-    await sql`drop table public.bench_update_floor`;
+    await sql`drop table bench.update_floor`;
   }
 }
 
@@ -252,26 +263,27 @@ async function redeemPgbench(
   call = "api.redeem_voucher(c.code, c.key)",
 ) {
   const keyList = codes.map(() => keys === "v7" ? newIdempotencyKey() : crypto.randomUUID());
-  await sql`drop table if exists public.bench_redeem_codes`;
-  await sql`create table public.bench_redeem_codes (id bigint primary key, code text not null, key text not null)`;
+  await benchSchema();
+  await sql`drop table if exists bench.redeem_codes`;
+  await sql`create table bench.redeem_codes (id bigint primary key, code text not null, key text not null)`;
   await sql`
-    insert into public.bench_redeem_codes
+    insert into bench.redeem_codes
     select n, code, key from unnest(${codes}::text[], ${keyList}::text[]) with ordinality u(code, key, n)`;
-  await sql`create sequence if not exists public.bench_redeem_seq`;
-  await sql`alter sequence public.bench_redeem_seq restart`;
-  await sql`grant select on public.bench_redeem_codes to authenticated`;
-  await sql`grant usage on sequence public.bench_redeem_seq to authenticated`;
+  await sql`create sequence if not exists bench.redeem_seq`;
+  await sql`alter sequence bench.redeem_seq restart`;
+  await sql`grant select on bench.redeem_codes to authenticated`;
+  await sql`grant usage on sequence bench.redeem_seq to authenticated`;
   await superuser`checkpoint`;
   const claims = JSON.stringify({ sub: userId, role: "authenticated" });
   try {
     return await pgbench(
       `select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
         quoteLiteral(claims)
-      }, true) \\; select ${call} from public.bench_redeem_codes c where c.id = (select nextval('public.bench_redeem_seq'));\n`,
+      }, true) \\; select ${call} from bench.redeem_codes c where c.id = (select nextval('bench.redeem_seq'));\n`,
     );
   } finally {
-    await sql`drop table public.bench_redeem_codes`;
-    await sql`drop sequence public.bench_redeem_seq`;
+    await sql`drop table bench.redeem_codes`;
+    await sql`drop sequence bench.redeem_seq`;
   }
 }
 
@@ -292,7 +304,7 @@ async function writesOnly(
   // The redemption and key inserts read from `recorded`, which is empty for (w1).
   const recordRedemption = writes === "all three";
   await sql.unsafe(`
-    create or replace function public.bench_redeem_writes(code text, key text, station uuid, actor uuid)
+    create or replace function bench.redeem_writes(code text, key text, station uuid, actor uuid)
     returns boolean
     language plpgsql security definer set search_path = ''
     as $$
@@ -300,30 +312,30 @@ async function writesOnly(
       with redeemed as (
         update app.vouchers v
         set status = 'redeemed', redeemed_at = now(), redeemed_station_id = station, redeemed_by = actor
-        where v.code = app.normalize_code(bench_redeem_writes.code) and v.status = 'issued'
+        where v.code = app.normalize_code(redeem_writes.code) and v.status = 'issued'
         returning v.id, v.amount_minor, v.currency
       ), recorded as (
         insert into app.redemptions (voucher_id, station_id, redeemed_by, idempotency_key, amount_minor, currency)
-        select r.id, station, actor, bench_redeem_writes.key, r.amount_minor, r.currency from redeemed r
+        select r.id, station, actor, redeem_writes.key, r.amount_minor, r.currency from redeemed r
         where ${recordRedemption}
         returning id
       )
       insert into app.idempotency_keys (scope, key, request_hash, response)
-      select 'redeem_voucher', bench_redeem_writes.key, '\\x00'::bytea, jsonb_build_object('redemption_id', rec.id)
+      select 'redeem_voucher', redeem_writes.key, '\\x00'::bytea, jsonb_build_object('redemption_id', rec.id)
       from recorded rec;
       return found;
     end;
     $$`);
-  await sql`grant execute on function public.bench_redeem_writes to authenticated`;
+  await sql`grant execute on function bench.redeem_writes to authenticated`;
   try {
     return await redeemPgbench(
       userId,
       codes,
       "v7",
-      `public.bench_redeem_writes(c.code, c.key, '${stationId}', '${userId}')`,
+      `bench.redeem_writes(c.code, c.key, '${stationId}', '${userId}')`,
     );
   } finally {
-    await sql`drop function public.bench_redeem_writes`;
+    await sql`drop function bench.redeem_writes`;
   }
 }
 
@@ -400,6 +412,7 @@ try {
     `ratio (w1)/(c) = ${(rateW1 / floor).toFixed(2)}  (one row update, in a definer function)`,
   );
 } finally {
+  await sql`drop schema if exists bench cascade`;
   await sql.end();
   await superuser.end();
 }
