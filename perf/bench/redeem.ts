@@ -222,19 +222,8 @@ async function pgbench(script: string) {
   };
 }
 
-/**
- * The benchmark's own tables live in schema `bench`, which it creates: `postgres`
- * may create schemas in the database but, as on Supabase, not tables in `public`
- * (owned by pg_database_owner).
- */
-async function benchSchema() {
-  await sql`create schema if not exists bench`;
-  await sql`grant usage on schema bench to authenticated`;
-}
-
 /** (c) The floor: a one-row UPDATE by primary key on a 100k-row table. */
 async function updateFloor() {
-  await benchSchema();
   await sql`drop table if exists bench.update_floor`;
   await sql`create table bench.update_floor (id integer primary key, n bigint not null default 0)`;
   await sql`insert into bench.update_floor (id) select generate_series(1, 100000)`;
@@ -263,7 +252,6 @@ async function redeemPgbench(
   call = "api.redeem_voucher(c.code, c.key)",
 ) {
   const keyList = codes.map(() => keys === "v7" ? newIdempotencyKey() : crypto.randomUUID());
-  await benchSchema();
   await sql`drop table if exists bench.redeem_codes`;
   await sql`create table bench.redeem_codes (id bigint primary key, code text not null, key text not null)`;
   await sql`
@@ -340,6 +328,11 @@ async function writesOnly(
 }
 
 try {
+  // The benchmark's own tables and functions live in schema `bench`, created here and
+  // dropped at the end: `postgres` may create schemas in the database but, as on
+  // Supabase, not tables in `public` (owned by pg_database_owner).
+  await sql`create schema if not exists bench`;
+  await sql`grant usage on schema bench to authenticated`;
   const pgbenchRun = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const v4Run = await fixtures(Math.max(100_000, 3000 * SECONDS));
   const writesRun = await fixtures(Math.max(100_000, 3000 * SECONDS));

@@ -24,6 +24,7 @@
 import postgres from "postgres";
 import { parseArgs } from "node:util";
 import { ANON_KEY, API_URL, DB_URL, mintJwt } from "../../local/env.ts";
+import { LatencyHistogram } from "../driver/_histogram.ts";
 import { seedRedemptions } from "../seed/redemptions.ts";
 
 const { values: args } = parseArgs({
@@ -38,11 +39,6 @@ const RUNS = Number(args.runs);
 const TAG = 9;
 
 const sql = postgres(DB_URL, { max: 2, onnotice: () => {} });
-
-function percentile(samples: number[], q: number): number {
-  const s = [...samples].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
 
 const isoDay = (msAgo: number) => new Date(Date.now() - msAgo).toISOString().slice(0, 10);
 const DAY = 86_400_000;
@@ -116,20 +112,20 @@ try {
         c.station ? [c.from, c.to, c.station] : [c.from, c.to],
       )
       : [{ input: 200 }];
-    const times: number[] = [];
+    const times = new LatencyHistogram();
     let rows = 0;
     for (let i = 0; i < RUNS; i++) {
       const start = performance.now();
       const [, [r]] = await sql.unsafe(
         `select set_config('request.jwt.claims', '${claims}', false); ${c.call}`,
       ).simple() as unknown as [unknown, { n: number }[]];
-      times.push(performance.now() - start);
+      times.record(performance.now() - start);
       rows = r.n;
     }
-    const p50 = percentile(times, 0.5);
+    const p50 = times.percentile(50);
     console.log(
       `${c.label.padEnd(38)} p50 ${p50.toFixed(1).padStart(7)} ms  p95 ${
-        percentile(times, 0.95).toFixed(1).padStart(7)
+        times.percentile(95).toFixed(1).padStart(7)
       } ms  ${rows.toString().padStart(4)} rows out  ${
         input.toLocaleString("en").padStart(9)
       } redemptions in  ${
@@ -140,7 +136,7 @@ try {
 
   // The whole 31-day export of every station, page by page, as CSV through the gateway.
   const jwt = await mintJwt({ sub: user.id });
-  const exportTimes: number[] = [];
+  const exportTimes = new LatencyHistogram();
   let lines = 0;
   let pages = 0;
   for (let i = 0; i < Math.min(RUNS, 3); i++) {
@@ -173,14 +169,14 @@ try {
       if (body.length < 500) break;
       after = body.at(-1)!.split(",").at(-1)!;
     }
-    exportTimes.push(performance.now() - start);
+    exportTimes.record(performance.now() - start);
   }
-  const p50 = percentile(exportTimes, 0.5);
+  const p50 = exportTimes.percentile(50);
   console.log(
     `${"CSV export via gateway, 31 days, all".padEnd(38)} p50 ${
       p50.toFixed(0).padStart(7)
     } ms  p95 ${
-      percentile(exportTimes, 0.95).toFixed(0).padStart(7)
+      exportTimes.percentile(95).toFixed(0).padStart(7)
     } ms  ${lines} rows in ${pages} pages  ${
       Math.round(lines / (p50 / 1000)).toLocaleString("en")
     } rows/s`,

@@ -32,6 +32,7 @@
  */
 import process from "node:process";
 import { DB_URL, FAKE_WABA_URL } from "../../local/env.ts";
+import { LatencyHistogram } from "../driver/_histogram.ts";
 import {
   createCampaign,
   fakeMessages,
@@ -72,12 +73,6 @@ const { WabaErrorRules } = await import(
 const { wabaConfigFromEnv } = await import(
   "../../functions/_shared/waba_config.ts"
 );
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[
-    Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))
-  ];
-}
 
 if (import.meta.main) {
   const stack = await openStack();
@@ -156,7 +151,8 @@ if (import.meta.main) {
       select extract(epoch from sent_at - last_attempt_at) * 1000 as ms
       from app.messages
       where campaign_id = ${fx.campaignId} and status in ('sent', 'delivered', 'read') and sent_at is not null`;
-    const latencies = rows.map((r) => Number(r.ms)).sort((a, b) => a - b);
+    const latency = new LatencyHistogram();
+    for (const r of rows) latency.record(Number(r.ms));
     const deferred = summaries.reduce((n, s) => n + s.deferred, 0);
     const throttled = summaries.reduce(
       (n, s) => n + (s.errors.waba_130429 ?? 0),
@@ -217,12 +213,10 @@ if (import.meta.main) {
       } ms, report ${((after.report_ms - before.report_ms) / accepted.length).toFixed(3)} ms`,
     );
     console.log(
-      `claim → report per message: p50 ${percentile(latencies, 0.5).toFixed(0)} ms, p95 ${
-        percentile(latencies, 0.95).toFixed(0)
-      } ms, p99 ${percentile(latencies, 0.99).toFixed(0)} ms, max ${
-        latencies.at(-1)?.toFixed(0)
-      } ms ` +
-        `(${latencies.length} messages)`,
+      `claim → report per message: p50 ${latency.percentile(50).toFixed(0)} ms, p95 ${
+        latency.percentile(95).toFixed(0)
+      } ms, p99 ${latency.percentile(99).toFixed(0)} ms, max ${latency.max.toFixed(0)} ms ` +
+        `(${latency.count} messages)`,
     );
     await stack
       .sql`update app.campaigns set status = 'cancelled', cancelled_at = now() where id = ${fx.campaignId}
