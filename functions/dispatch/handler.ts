@@ -152,6 +152,8 @@ export function createDispatchHandler(
 
     const runId = crypto.randomUUID();
     const worker = `dispatch:${runId}`;
+    // Every trigger option but `wait` is a run option of the same name.
+    const { wait, ...runOptions } = options;
     const start = async () => {
       let rules: WabaErrorRules;
       try {
@@ -162,22 +164,11 @@ export function createDispatchHandler(
         rules = WabaErrorRules.empty();
       }
       return await runDispatch(
-        {
-          runId,
-          channelId: options.channelId,
-          budgetMs: options.budgetMs,
-          maxMessages: options.maxMessages,
-          concurrency: options.concurrency,
-          batchSize: options.batchSize,
-          leaseSeconds: options.leaseSeconds,
-          idleExitMs: options.idleExitMs,
-          reportBatchSize: options.reportBatchSize,
-          reportIntervalMs: options.reportIntervalMs,
-        },
+        { runId, ...runOptions },
         { queue: deps.queueFor(worker), send: deps.sender(deps.env, rules), worker },
       );
     };
-    if (options.wait) return json(200, await start());
+    if (wait) return json(200, await start());
 
     // Start on the next macrotask: the 202 is written before the first claim is even sent.
     backgroundRuns++;
