@@ -307,11 +307,12 @@ export async function startServer(p: ServerPaths, bin = PG_BIN): Promise<void> {
 
 /**
  * psql against the local cluster as `postgres` (or, with `superuser`, as the
- * bootstrap superuser); stops on the first error.
+ * bootstrap superuser; or against another database, `url`); stops on the first
+ * error.
  */
 export async function psql(
   args: string[],
-  opts: { quiet?: boolean; superuser?: boolean } = {},
+  opts: { quiet?: boolean; superuser?: boolean; url?: string } = {},
 ): Promise<string> {
   return await run([
     "psql",
@@ -320,7 +321,7 @@ export async function psql(
     "ON_ERROR_STOP=1",
     "-q",
     "-d",
-    opts.superuser ? SUPERUSER_URL : DB_URL,
+    opts.url ?? (opts.superuser ? SUPERUSER_URL : DB_URL),
     ...args,
   ], { quiet: opts.quiet ?? true });
 }

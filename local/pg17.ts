@@ -46,6 +46,7 @@ import {
   initdb,
   LOCAL_DIR,
   prepareDirectories,
+  psql,
   ROOT,
   run,
   type ServerPaths,
@@ -211,17 +212,7 @@ export async function up(): Promise<void> {
   const bin = await binDir();
   if (!(await exists(join(p.dataDir, "PG_VERSION")))) await initdb(p, bin, settings(p.socketDir));
   await startServer(p, bin);
-  await run([
-    "psql",
-    "-X",
-    "-v",
-    "ON_ERROR_STOP=1",
-    "-q",
-    "-d",
-    PG17_SUPERUSER_URL,
-    "-f",
-    join(ROOT, "sql", "supabase_platform.sql"),
-  ], { quiet: true });
+  await psql(["-f", join(ROOT, "sql", "supabase_platform.sql")], { url: PG17_SUPERUSER_URL });
   await run([supabaseCli(), "db", "push", "--yes", "--db-url", PG17_CLI_DB_URL], { quiet: true });
 }
 
